@@ -1,0 +1,273 @@
+//! `sluice bench`: the same validate+enrich logic (plugins/taxi-logic)
+//! (a) compiled natively and called directly, (b) as Wasm plugins through the
+//! host, each in JSON and Arrow form, and (c) end to end file → plugins →
+//! Parquet in a child `sluice run`, whose peak RSS is read with wait4.
+//! Prints records/s and ratios; asserts nothing (speed is not a test).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::batch::{Batch, BatchData, Format, Origin, RecordMeta};
+use crate::plugin::{host, wire, PluginEngine, PluginSpec, TransformPlugin};
+use crate::source::rows::RowBatcher;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Rows per measurement.
+    #[arg(long, default_value_t = 500_000)]
+    pub rows: u64,
+    /// Records per batch.
+    #[arg(long, default_value_t = 4096)]
+    pub batch: usize,
+    /// Fraction of corrupt rows in the generated input.
+    #[arg(long, default_value_t = 0.02)]
+    pub bad_fraction: f64,
+    /// Directory with validate.wasm, enrich.wasm, validate_json.wasm, enrich_json.wasm.
+    #[arg(long, default_value = "plugins/target/wasm32-wasip2/release")]
+    pub plugins: PathBuf,
+    /// Skip the end-to-end runs.
+    #[arg(long)]
+    pub no_e2e: bool,
+    /// Repetitions per measurement; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+}
+
+struct Inputs {
+    json: Vec<Batch>,
+    arrow: Vec<Batch>,
+    rows: u64,
+}
+
+fn inputs(args: &BenchArgs) -> Inputs {
+    let opts = crate::gen::GenOptions { rows: args.rows, seed: 42, bad_fraction: args.bad_fraction };
+    let origin = Arc::new(Origin { source: "bench".into(), partition: "bench".into() });
+    let columns: Vec<String> = crate::gen::CSV_HEADER.split(',').map(str::to_string).collect();
+    let mut out = Inputs { json: Vec::new(), arrow: Vec::new(), rows: 0 };
+    for (format, into) in [(Format::Json, &mut out.json), (Format::Arrow, &mut out.arrow)] {
+        let mut b = RowBatcher::new(format, columns.clone());
+        let mut line = Vec::new();
+        let mut rec = csv::ByteRecord::new();
+        for i in 0..args.rows {
+            line.clear();
+            crate::gen::row(&opts, i).write_csv(&mut line);
+            let text = line.strip_suffix(b"\n").unwrap_or(&line);
+            let mut r = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text);
+            if r.read_byte_record(&mut rec).is_ok() {
+                b.push_csv(RecordMeta::line(i), &rec, text);
+            }
+            if b.len() >= args.batch || i + 1 == args.rows {
+                if let (Some(batch), _) = b.take(&origin) {
+                    into.push(batch);
+                }
+            }
+        }
+    }
+    out.rows = out.json.iter().map(|b| b.len() as u64).sum();
+    out
+}
+
+fn best(repeat: u32, mut f: impl FnMut() -> u64) -> (Duration, u64) {
+    let mut best = Duration::MAX;
+    let mut n = 0;
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        n = f();
+        best = best.min(t.elapsed());
+    }
+    (best, n)
+}
+
+fn native_json(inp: &Inputs) -> u64 {
+    let (v, e) = (taxi_logic::ValidateConfig::default(), taxi_logic::EnrichConfig::default());
+    let mut out = 0;
+    for b in &inp.json {
+        let BatchData::Json(j) = &b.data else { unreachable!() };
+        let a = taxi_logic::json::validate(&v, &j.buf, &j.offsets);
+        let c = taxi_logic::json::enrich(&e, &a.buf, &a.offsets);
+        out += c.len() as u64;
+    }
+    out
+}
+
+fn native_arrow(inp: &Inputs) -> u64 {
+    let (v, e) = (taxi_logic::ValidateConfig::default(), taxi_logic::EnrichConfig::default());
+    let mut out = 0;
+    for b in &inp.arrow {
+        let BatchData::Arrow(rb) = &b.data else { unreachable!() };
+        let (a, _, _) = taxi_logic::columnar::validate(&v, rb);
+        let (c, _, _) = taxi_logic::columnar::enrich(&e, &a);
+        out += c.num_rows() as u64;
+    }
+    out
+}
+
+fn plugin(engine: &PluginEngine, dir: &Path, file: &str) -> Result<TransformPlugin, String> {
+    let linker = host::linker(&engine.engine).map_err(|e| e.to_string())?;
+    let spec = PluginSpec {
+        path: dir.join(file),
+        stage: format!("stages.{file}"),
+        config_json: "{}".into(),
+        memory: 512 << 20,
+        timeout: Duration::from_secs(30),
+        grants: Default::default(),
+    };
+    TransformPlugin::new(engine, &linker, spec, Default::default()).map_err(|e| e.to_string())
+}
+
+/// Both plugins on every batch, including the host's encode/decode of each call.
+fn wasm(v: &mut TransformPlugin, e: &mut TransformPlugin, batches: &[Batch]) -> Result<u64, String> {
+    let mut out = 0;
+    for b in batches {
+        let r = v.process(&wire::encode(&b.data)?).map_err(|e| e.to_string())?;
+        let (mid, _) = wire::decode(r.output)?;
+        let r = e.process(&wire::encode(&mid)?).map_err(|e| e.to_string())?;
+        let (_, n) = wire::decode(r.output)?;
+        out += n as u64;
+    }
+    Ok(out)
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+pub async fn run(args: BenchArgs) -> i32 {
+    match tokio::task::spawn_blocking(move || bench(&args)).await {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("bench failed: {e}");
+            1
+        }
+        Err(e) => {
+            eprintln!("bench failed: {e}");
+            1
+        }
+    }
+}
+
+fn bench(args: &BenchArgs) -> Result<(), String> {
+    println!("sluice bench: {} rows ({}% corrupt), batches of {}, best of {}", args.rows, args.bad_fraction * 100.0, args.batch, args.repeat);
+    let inp = inputs(args);
+    let engine = PluginEngine::new(Some(crate::cli::default_cache_dir())).map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    for (form, files, native) in [
+        ("json", ("validate_json.wasm", "enrich_json.wasm"), native_json as fn(&Inputs) -> u64),
+        ("arrow", ("validate.wasm", "enrich.wasm"), native_arrow),
+    ] {
+        let (dn, nn) = best(args.repeat, || native(&inp));
+        let mut v = plugin(&engine, &args.plugins, files.0)?;
+        let mut e = plugin(&engine, &args.plugins, files.1)?;
+        let batches = if form == "json" { &inp.json } else { &inp.arrow };
+        let mut err = None;
+        let (dw, nw) = best(args.repeat, || wasm(&mut v, &mut e, batches).unwrap_or_else(|x| {
+            err = Some(x);
+            0
+        }));
+        if let Some(x) = err {
+            return Err(x);
+        }
+        if nn != nw {
+            return Err(format!("{form}: native produced {nn} records, wasm {nw}: the two disagree"));
+        }
+        let (rn, rw) = (rate(inp.rows, dn), rate(inp.rows, dw));
+        println!("  validate+enrich {form:<5}  native {rn:>12.0} rec/s   wasm {rw:>12.0} rec/s   wasm/native {:.2}", rw / rn);
+        rows.push((form, rn, rw));
+    }
+    if let [(_, jn, jw), (_, an, aw)] = rows[..] {
+        println!("  arrow/json speed-up: native {:.2}x, wasm {:.2}x", an / jn, aw / jw);
+    }
+    if !args.no_e2e {
+        end_to_end(args)?;
+    }
+    Ok(())
+}
+
+/// File → validate → enrich → Parquet in a child `sluice run`, per form.
+fn end_to_end(args: &BenchArgs) -> Result<(), String> {
+    let dir = tempfile_dir()?;
+    let csv = dir.join("taxi.csv");
+    let opts = crate::gen::GenOptions { rows: args.rows, seed: 42, bad_fraction: args.bad_fraction };
+    crate::gen::write_file(&opts, &csv, None).map_err(|e| e.to_string())?;
+    let one = dir.join("one.csv");
+    crate::gen::write_file(&crate::gen::GenOptions { rows: 1, seed: 1, bad_fraction: 0.0 }, &one, None).map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let plugins = std::fs::canonicalize(&args.plugins).map_err(|e| format!("{}: {e}", args.plugins.display()))?;
+    for (form, v, e) in [("arrow", "validate.wasm", "enrich.wasm"), ("json", "validate_json.wasm", "enrich_json.wasm")] {
+        let out = dir.join(form);
+        let toml = format!(
+            r#"[pipeline]
+name = "bench-{form}"
+[checkpoint]
+dir = "{out}/checkpoint"
+interval = "60s"
+[batch]
+max_records = {batch}
+[dlq]
+path = "{out}/dlq.ndjson"
+[sources.trips]
+type = "file"
+path = "${{BENCH_INPUT}}"
+[stages.validate]
+inputs = ["trips"]
+plugin = "{plugins}/{v}"
+[stages.enrich]
+inputs = ["validate"]
+plugin = "{plugins}/{e}"
+[sinks.lake]
+type = "parquet"
+inputs = ["enrich"]
+path = "{out}/trips"
+"#,
+            out = out.display(),
+            batch = args.batch,
+            plugins = plugins.display()
+        );
+        let file = dir.join(format!("{form}.toml"));
+        std::fs::write(&file, toml).map_err(|e| e.to_string())?;
+        // Start-up: a one-row input, fresh checkpoint, warm plugin cache.
+        let _ = std::fs::remove_dir_all(&out);
+        let (startup, _) = child_run(&exe, &file, &one)?;
+        let _ = std::fs::remove_dir_all(&out);
+        let (wall, rss_kib) = child_run(&exe, &file, &csv)?;
+        println!(
+            "  end to end {form:<5} file → validate → enrich → parquet: {:>10.0} rec/s  ({:.2}s, peak RSS {} MiB, start-up {} ms)",
+            rate(args.rows, wall),
+            wall.as_secs_f64(),
+            rss_kib / 1024,
+            startup.as_millis()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn tempfile_dir() -> Result<PathBuf, String> {
+    let d = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+    Ok(d)
+}
+
+/// Run `sluice run` as a child; wall time and its peak RSS (KiB) from wait4.
+fn child_run(exe: &Path, pipeline: &Path, input: &Path) -> Result<(Duration, u64), String> {
+    let t = Instant::now();
+    let child = std::process::Command::new(exe)
+        .args(["--quiet", "run"])
+        .arg(pipeline)
+        .env("BENCH_INPUT", input)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: plain FFI call on our own child's pid with valid out-pointers;
+    // rusage is a C struct for which all-zero bytes are a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = t.elapsed();
+    if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("`sluice run {}` failed (status {status})", pipeline.display()));
+    }
+    Ok((wall, usage.ru_maxrss as u64))
+}

@@ -1,0 +1,73 @@
+//! Checkpoints in a local directory: write-to-temp, fsync, rename, fsync the
+//! directory. A lock file keeps a second process off the same directory.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use super::{Checkpoint, CheckpointError, CheckpointStore};
+
+pub struct LocalStore {
+    dir: PathBuf,
+    _lock: File,
+}
+
+const NAME: &str = "checkpoint.json";
+
+impl LocalStore {
+    pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
+        let io = |e: std::io::Error| CheckpointError::Io { store: dir.display().to_string(), message: e.to_string() };
+        fs::create_dir_all(dir).map_err(io)?;
+        let lock = File::options().create(true).truncate(false).write(true).open(dir.join("LOCK")).map_err(io)?;
+        lock.try_lock().map_err(|e| CheckpointError::Locked { store: dir.display().to_string(), message: e.to_string() })?;
+        Ok(Self { dir: dir.to_path_buf(), _lock: lock })
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for LocalStore {
+    async fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        let path = self.dir.join(NAME);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| CheckpointError::Corrupt { store: path.display().to_string(), message: e.to_string() }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CheckpointError::Io { store: path.display().to_string(), message: e.to_string() }),
+        }
+    }
+
+    async fn save(&self, cp: &Checkpoint) -> Result<(), CheckpointError> {
+        let io = |e: std::io::Error| CheckpointError::Io { store: self.dir.display().to_string(), message: e.to_string() };
+        let bytes = serde_json::to_vec_pretty(cp).expect("checkpoint serialises");
+        let tmp = self.dir.join(format!(".{NAME}.tmp"));
+        let mut f = File::create(&tmp).map_err(io)?;
+        f.write_all(&bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        fs::rename(&tmp, self.dir.join(NAME)).map_err(io)?;
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip_and_exclusive() {
+        let d = tempfile::tempdir().unwrap();
+        let s = LocalStore::open(d.path()).unwrap();
+        assert!(s.load().await.unwrap().is_none());
+        let cp = Checkpoint { version: 1, pipeline: "p".into(), epoch: 3, created: "now".into(), nodes: Default::default() };
+        s.save(&cp).await.unwrap();
+        assert_eq!(s.load().await.unwrap(), Some(cp));
+        assert!(matches!(LocalStore::open(d.path()), Err(CheckpointError::Locked { .. })));
+    }
+}

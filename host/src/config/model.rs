@@ -1,0 +1,249 @@
+//! The pipeline file, as serde sees it. Every table denies unknown keys so a
+//! typo is an error with its file, line and key path, never a silent default.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::units::{ByteSize, Dur};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    #[serde(default)]
+    pub pipeline: PipelineMeta,
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+    #[serde(default)]
+    pub batch: BatchSpec,
+    /// Defaults for every stage's sandbox; a stage may override them.
+    #[serde(default)]
+    pub limits: LimitsSpec,
+    #[serde(default)]
+    pub dlq: DlqSpec,
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceSpec>,
+    #[serde(default)]
+    pub stages: BTreeMap<String, StageSpec>,
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineMeta {
+    pub name: Option<String>,
+    /// Where compiled plugins are cached (keyed by component hash).
+    pub cache_dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// A local directory, or `s3://bucket/prefix`.
+    #[serde(default = "default_checkpoint_dir")]
+    pub dir: String,
+    /// How often to checkpoint (and so the longest a sink buffers before its
+    /// files roll, like Firehose's buffer interval).
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+}
+
+fn default_checkpoint_dir() -> String {
+    ".sluice/checkpoint".into()
+}
+fn default_interval() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        Self { dir: default_checkpoint_dir(), interval: default_interval() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    /// Records per batch handed to a plugin.
+    #[serde(default = "default_max_records")]
+    pub max_records: usize,
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// A partial batch is sent after this long.
+    #[serde(default = "default_max_wait")]
+    pub max_wait: Dur,
+    /// Batches in flight on each edge before the sender waits (backpressure).
+    #[serde(default = "default_channel")]
+    pub channel_capacity: usize,
+}
+
+fn default_max_records() -> usize {
+    2048
+}
+fn default_max_bytes() -> ByteSize {
+    ByteSize(4 << 20)
+}
+fn default_max_wait() -> Dur {
+    Dur(Duration::from_millis(250))
+}
+fn default_channel() -> usize {
+    4
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        Self {
+            max_records: default_max_records(),
+            max_bytes: default_max_bytes(),
+            max_wait: default_max_wait(),
+            channel_capacity: default_channel(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// Linear memory per plugin instance.
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
+    /// Wall-clock budget of one plugin call (enforced by epoch interruption).
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+}
+
+fn default_memory() -> ByteSize {
+    ByteSize(256 << 20)
+}
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+
+impl Default for LimitsSpec {
+    fn default() -> Self {
+        Self { memory: default_memory(), timeout: default_timeout() }
+    }
+}
+
+/// Optional per-stage overrides of `[limits]`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsOverride {
+    pub memory: Option<ByteSize>,
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqSpec {
+    /// NDJSON file of rejected records.
+    #[serde(default = "default_dlq")]
+    pub path: String,
+}
+
+fn default_dlq() -> String {
+    ".sluice/dlq.ndjson".into()
+}
+
+impl Default for DlqSpec {
+    fn default() -> Self {
+        Self { path: default_dlq() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceSpec {
+    File(FileSourceSpec),
+    Generator(GeneratorSourceSpec),
+    Kinesis(crate::source::kinesis::config::KinesisSourceSpec),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    Csv,
+    Ndjson,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSourceSpec {
+    pub path: String,
+    /// Default: from the extension (`.csv`, else NDJSON).
+    pub format: Option<FileFormat>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorSourceSpec {
+    /// Rows to generate (the run ends after them).
+    pub rows: u64,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub bad_fraction: f64,
+}
+
+/// WASI capabilities a stage is granted. Everything is denied by default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsSpec {
+    /// Environment variables passed through by name.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Host directories mounted read-only, as `{ host = "...", guest = "/data" }`.
+    #[serde(default)]
+    pub dirs: Vec<DirGrant>,
+    /// Outbound network (TCP/UDP and name lookup).
+    #[serde(default)]
+    pub network: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrant {
+    pub host: String,
+    pub guest: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub inputs: Vec<String>,
+    /// Path to the component (`.wasm`), relative to the pipeline file.
+    pub plugin: String,
+    /// Handed to the plugin's `init` as JSON.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    #[serde(default)]
+    pub limits: LimitsOverride,
+    #[serde(default)]
+    pub grants: GrantsSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkSpec {
+    Parquet(crate::sink::parquet::config::ParquetSinkSpec),
+    File(FileSinkSpec),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkSpec {
+    pub inputs: Vec<String>,
+    /// NDJSON output file.
+    pub path: String,
+}
+
+impl SinkSpec {
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            SinkSpec::Parquet(p) => &p.inputs,
+            SinkSpec::File(f) => &f.inputs,
+        }
+    }
+}

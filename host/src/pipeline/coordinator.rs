@@ -1,0 +1,145 @@
+//! The checkpoint coordinator: injects barriers at the sources, collects every
+//! node's answer, writes the checkpoint, then tells sinks to commit.
+//!
+//! Invariant: a checkpoint is written only when every node acknowledged the
+//! same epoch, so the positions it records never run ahead of output that is
+//! durable in a sink or the DLQ; sinks make output visible only after that
+//! write (two-phase commit, see `sink`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::msg::{Ack, Barrier, Request};
+use super::sink_node::Commit;
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, FORMAT_VERSION};
+
+pub struct Coordinator {
+    pub pipeline: String,
+    pub store: Box<dyn CheckpointStore>,
+    /// Epoch of the checkpoint we resumed from (0 = none).
+    pub epoch: u64,
+    pub interval: Duration,
+    pub sources: Vec<(String, mpsc::UnboundedSender<Barrier>)>,
+    pub sinks: Vec<(String, mpsc::UnboundedSender<Commit>)>,
+    /// Every node that must acknowledge a barrier.
+    pub expected: BTreeSet<String>,
+    pub acks: mpsc::UnboundedReceiver<Ack>,
+    pub requests: mpsc::UnboundedReceiver<Request>,
+    /// Flips to true on SIGINT/SIGTERM.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{node} failed: {error}")]
+    Node { node: String, error: String },
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error("the pipeline stopped before its last checkpoint: {0}")]
+    Incomplete(String),
+}
+
+struct InFlight {
+    epoch: u64,
+    last: bool,
+    acks: BTreeMap<String, Option<serde_json::Value>>,
+}
+
+impl Coordinator {
+    /// Runs until the last checkpoint is committed; returns its epoch.
+    pub async fn run(mut self) -> Result<u64, RunError> {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut in_flight: Option<InFlight> = None;
+        let mut exhausted = BTreeSet::new();
+        let mut finishing = false;
+        let mut early = false;
+        loop {
+            // Start the next checkpoint when none is in flight and one is due.
+            if in_flight.is_none() && (finishing || early) {
+                in_flight = Some(self.trigger(finishing));
+                early = false;
+            }
+            tokio::select! {
+                _ = tick.tick(), if in_flight.is_none() => early = true,
+                changed = self.shutdown.changed(), if !finishing => {
+                    if changed.is_ok() && *self.shutdown.borrow() {
+                        info!("shutting down: draining in-flight batches, then a last checkpoint");
+                        finishing = true;
+                    }
+                }
+                req = self.requests.recv() => match req {
+                    Some(Request::Checkpoint { node, reason }) => {
+                        debug!(%node, %reason, "early checkpoint requested");
+                        early = true;
+                    }
+                    Some(Request::Exhausted { node }) => {
+                        exhausted.insert(node);
+                        if self.sources.iter().all(|(n, _)| exhausted.contains(n)) {
+                            info!("all sources exhausted: last checkpoint");
+                            finishing = true;
+                        }
+                    }
+                    Some(Request::Failed { node, error }) => return Err(RunError::Node { node, error }),
+                    None => return Err(RunError::Incomplete("every node stopped".into())),
+                },
+                ack = self.acks.recv() => {
+                    let Some(ack) = ack else { return Err(RunError::Incomplete("every node stopped".into())) };
+                    let Some(f) = in_flight.as_mut() else {
+                        warn!(node = %ack.node, epoch = ack.epoch, "acknowledgement with no checkpoint in flight");
+                        continue;
+                    };
+                    if ack.epoch != f.epoch {
+                        warn!(node = %ack.node, epoch = ack.epoch, expected = f.epoch, "stale acknowledgement");
+                        continue;
+                    }
+                    f.acks.insert(ack.node, ack.state);
+                    if self.expected.iter().all(|n| f.acks.contains_key(n)) {
+                        let done = in_flight.take().expect("in flight");
+                        let last = done.last;
+                        self.complete(done).await?;
+                        if last {
+                            return Ok(self.epoch);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn trigger(&mut self, last: bool) -> InFlight {
+        let epoch = self.epoch + 1;
+        debug!(epoch, last, "checkpoint barrier");
+        for (node, tx) in &self.sources {
+            if tx.send(Barrier { epoch, last }).is_err() {
+                debug!(%node, "source already stopped");
+            }
+        }
+        InFlight { epoch, last, acks: BTreeMap::new() }
+    }
+
+    async fn complete(&mut self, f: InFlight) -> Result<(), RunError> {
+        let nodes: BTreeMap<String, serde_json::Value> =
+            f.acks.iter().filter_map(|(k, v)| v.clone().map(|v| (k.clone(), v))).collect();
+        let cp = Checkpoint {
+            version: FORMAT_VERSION,
+            pipeline: self.pipeline.clone(),
+            epoch: f.epoch,
+            created: chrono::Utc::now().to_rfc3339(),
+            nodes,
+        };
+        self.store.save(&cp).await?;
+        self.epoch = f.epoch;
+        info!(epoch = f.epoch, last = f.last, "checkpoint written");
+        for (node, tx) in &self.sinks {
+            if let Some(token) = cp.nodes.get(node) {
+                let _ = tx.send(Commit { epoch: f.epoch, token: token.clone() });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,44 @@
+//! What travels on the edges of the pipeline graph, and between nodes and the
+//! checkpoint coordinator.
+
+use crate::batch::Batch;
+
+/// A checkpoint barrier. Everything a node received before the barrier (on all
+/// of its inputs) belongs to epoch `epoch`; nothing after it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Barrier {
+    pub epoch: u64,
+    /// The last barrier: sources stop after emitting it, nodes exit after
+    /// forwarding it.
+    pub last: bool,
+}
+
+#[derive(Debug)]
+pub enum Msg {
+    Data(Batch),
+    Barrier(Barrier),
+}
+
+/// A node's answer to a barrier: its state for the checkpoint of `epoch`.
+/// Sources report positions, stages their keyed state, sinks the token that
+/// `Sink::commit` needs to make the epoch's output visible.
+#[derive(Debug)]
+pub struct Ack {
+    /// `sources.NAME`, `stages.NAME` or `sinks.NAME`.
+    pub node: String,
+    pub epoch: u64,
+    pub state: Option<serde_json::Value>,
+}
+
+/// Requests nodes may send to the coordinator.
+#[derive(Debug)]
+pub enum Request {
+    /// A sink's buffer reached its size or age limit: checkpoint (and so roll
+    /// files) now rather than at the next interval.
+    Checkpoint { node: String, reason: String },
+    /// A source has read everything it will read (file at EOF, bounded run).
+    Exhausted { node: String },
+    /// A node failed in a way it cannot recover from; the pipeline stops
+    /// without checkpointing past the failure.
+    Failed { node: String, error: String },
+}

@@ -1,0 +1,151 @@
+//! From a checked pipeline file to a runnable plan: every plugin loaded,
+//! instantiated and `init`ed with its config, every edge's formats known.
+//! `sluice validate` and `sluice run` share this, so whatever validate
+//! accepts, run can start.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use wasmtime::component::Linker;
+
+use crate::batch::Format;
+use crate::config::{ConfigErrors, Pipeline, SinkSpec};
+use crate::plugin::host::{HostState, StateMap};
+use crate::plugin::{wire, PluginEngine, PluginError, PluginKind, PluginSpec, TransformPlugin};
+
+pub struct StagePlan {
+    pub name: String,
+    pub plugin: TransformPlugin,
+    pub state: StateMap,
+    pub takes: Format,
+    pub emits: Format,
+}
+
+/// An edge where the producer's format differs from what the consumer takes:
+/// the host converts there, at a cost `sluice validate` makes visible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversion {
+    pub from: String,
+    pub to: String,
+    pub emits: Format,
+    pub takes: Format,
+}
+
+pub struct Plan {
+    pub stages: BTreeMap<String, StagePlan>,
+    /// What each source emits (chosen to suit its consumers).
+    pub source_formats: BTreeMap<String, Format>,
+    pub conversions: Vec<Conversion>,
+}
+
+pub fn sink_takes(spec: &SinkSpec) -> Format {
+    match spec {
+        SinkSpec::Parquet(_) => Format::Arrow,
+        SinkSpec::File(_) => Format::Json,
+    }
+}
+
+pub fn build(p: &Pipeline, engine: &PluginEngine, linker: &Linker<HostState>) -> Result<Plan, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut stages = BTreeMap::new();
+    for name in &p.stage_order {
+        let st = &p.spec.stages[name];
+        let spec = PluginSpec {
+            path: PathBuf::from(&st.plugin),
+            stage: format!("stages.{name}"),
+            config_json: serde_json::to_string(&st.config.clone().unwrap_or_default()).expect("toml table → json"),
+            memory: st.limits.memory.unwrap_or(p.spec.limits.memory).0,
+            timeout: st.limits.timeout.unwrap_or(p.spec.limits.timeout).0,
+            grants: st.grants.clone(),
+        };
+        let at = |key: &str, e: PluginError| p.error_at(&["stages", name, key], e.to_string());
+        if !spec.path.exists() {
+            errors.push(p.error_at(
+                &["stages", name, "plugin"],
+                format!("plugin file {} does not exist (build plugins with `make plugins`)", spec.path.display()),
+            ));
+            continue;
+        }
+        match crate::plugin::inspect(engine, linker, &spec) {
+            Ok(PluginKind::Aggregate(info)) => {
+                errors.push(p.error_at(
+                    &["stages", name, "plugin"],
+                    format!("{} is an aggregate plugin; windowed aggregation is not supported by this version of sluice yet", info.name),
+                ));
+                continue;
+            }
+            Err(e @ PluginError::Init { .. }) => {
+                errors.push(at("config", e));
+                continue;
+            }
+            Err(e) => {
+                errors.push(at("plugin", e));
+                continue;
+            }
+            Ok(PluginKind::Transform(_)) => {}
+        }
+        let state = StateMap::default();
+        match TransformPlugin::new(engine, linker, spec, state.clone()) {
+            Ok(plugin) => {
+                let (takes, emits) = (wire::from_wit_format(plugin.info().takes), wire::from_wit_format(plugin.info().emits));
+                stages.insert(name.clone(), StagePlan { name: name.clone(), plugin, state, takes, emits });
+            }
+            Err(e) => errors.push(at("plugin", e)),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let consumers = p.consumers();
+    let takes = |node: &str| -> Option<Format> {
+        stages.get(node).map(|s: &StagePlan| s.takes).or_else(|| p.spec.sinks.get(node).map(sink_takes))
+    };
+    let mut source_formats = BTreeMap::new();
+    for name in p.spec.sources.keys() {
+        let wants_arrow = consumers.get(name).into_iter().flatten().any(|c| takes(c) == Some(Format::Arrow));
+        source_formats.insert(name.clone(), if wants_arrow { Format::Arrow } else { Format::Json });
+    }
+    let mut conversions = Vec::new();
+    for (producer, cs) in &consumers {
+        let emits = source_formats.get(producer).copied().or_else(|| stages.get(producer).map(|s| s.emits));
+        for c in cs {
+            if let (Some(e), Some(t)) = (emits, takes(c)) {
+                if e != t {
+                    conversions.push(Conversion { from: producer.clone(), to: c.clone(), emits: e, takes: t });
+                }
+            }
+        }
+    }
+    Ok(Plan { stages, source_formats, conversions })
+}
+
+/// Human-readable description of the plan (for `sluice validate`).
+pub fn describe(p: &Pipeline, plan: &Plan) -> String {
+    let mut s = format!("pipeline {} ({}): OK\n", p.name, p.file.display());
+    for (name, f) in &plan.source_formats {
+        s += &format!("  source  {name}: emits {f}\n");
+    }
+    for name in &p.stage_order {
+        let st = &plan.stages[name];
+        let info = st.plugin.info();
+        s += &format!(
+            "  stage   {name}: plugin {} {} (takes {}, emits {}) ← {}\n",
+            info.name,
+            info.version,
+            st.takes,
+            st.emits,
+            p.spec.stages[name].inputs.join(", ")
+        );
+    }
+    for (name, sk) in &p.spec.sinks {
+        s += &format!("  sink    {name}: takes {} ← {}\n", sink_takes(sk), sk.inputs().join(", "));
+    }
+    s += &format!("  dlq     {}\n", p.spec.dlq.path);
+    if plan.conversions.is_empty() {
+        s += "  conversions: none\n";
+    }
+    for c in &plan.conversions {
+        s += &format!("  conversion: {} → {}: {} → {} (converted by the host for every batch)\n", c.from, c.to, c.emits, c.takes);
+    }
+    s
+}

@@ -1,0 +1,186 @@
+//! A sink node: a tokio task that feeds batches to a `Sink`, prepares it at
+//! aligned barriers, and commits an epoch only when the coordinator says the
+//! checkpoint holding its token is durable.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tracing::{debug_span, error, warn, Instrument};
+
+use super::align::{Aligner, Event};
+use super::edge::{Envelope, Outputs};
+use super::msg::{Ack, Request};
+use super::stats::NodeStats;
+use super::stage::record_bytes;
+use crate::batch::{Batch, RecordMeta};
+use crate::retry::RetryPolicy;
+use crate::sink::{dlq, Sink, SinkError};
+
+/// "The checkpoint of `epoch` is durable: make its output visible."
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub epoch: u64,
+    pub token: serde_json::Value,
+}
+
+pub struct SinkNode {
+    pub node: String,
+    pub sink: Box<dyn Sink>,
+    pub inputs: usize,
+    pub rx: mpsc::Receiver<Envelope>,
+    /// Only the DLQ edge is used: sinks have no downstream.
+    pub out: Outputs,
+    pub commits: mpsc::UnboundedReceiver<Commit>,
+    pub acks: mpsc::UnboundedSender<Ack>,
+    pub requests: mpsc::UnboundedSender<Request>,
+    pub stats: Arc<NodeStats>,
+    pub retry: RetryPolicy,
+}
+
+impl SinkNode {
+    pub async fn run(mut self) -> Result<(), SinkError> {
+        let span = tracing::info_span!("sink", node = %self.node);
+        async move {
+            let mut aligner = Aligner::new(self.inputs);
+            let mut events = Vec::new();
+            let mut asked = false;
+            let mut last_epoch: Option<u64> = None;
+            loop {
+                tokio::select! {
+                    // Commits first: they only make already-durable output visible.
+                    biased;
+                    c = self.commits.recv() => {
+                        let Some(c) = c else { return Ok(()) };
+                        self.commit(&c).await?;
+                        if last_epoch == Some(c.epoch) {
+                            return Ok(());
+                        }
+                    }
+                    env = self.rx.recv(), if last_epoch.is_none() => {
+                        let Some(env) = env else { return Ok(()) };
+                        aligner.offer(env, &mut events);
+                        for ev in events.drain(..) {
+                            match ev {
+                                Event::Data(batch, _) => {
+                                    self.write(batch).await?;
+                                    if !asked {
+                                        if let Some(reason) = self.sink.wants_checkpoint() {
+                                            asked = true;
+                                            let _ = self.requests.send(Request::Checkpoint { node: self.node.clone(), reason });
+                                        }
+                                    }
+                                }
+                                Event::Barrier(b) => {
+                                    let token = self.with_retry("prepare", |s| Box::pin(s.sink.prepare(b.epoch))).await?;
+                                    asked = false;
+                                    let _ = self.out.barrier(b).await;
+                                    let _ = self.acks.send(Ack { node: self.node.clone(), epoch: b.epoch, state: Some(token) });
+                                    if b.last {
+                                        last_epoch = Some(b.epoch);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn write(&mut self, batch: Batch) -> Result<(), SinkError> {
+        let n = batch.len();
+        let span = debug_span!("batch", records = n, partition = %batch.origin.partition);
+        self.stats.add_in(n);
+        self.stats.batches.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let batch = match crate::convert::to_format(batch.clone(), self.sink.takes()) {
+            Ok(b) => b,
+            Err(e) => {
+                let msg = format!("cannot convert the batch to {} for this sink: {e}", self.sink.takes());
+                let all: Vec<(usize, String, String)> = (0..n).map(|i| (i, "convert_error".to_string(), msg.clone())).collect();
+                return self.refuse(&batch, all).await;
+            }
+        };
+        let written = self
+            .with_retry("write", |s| {
+                // Arrow batches clone by reference count; JSON ones copy a buffer.
+                let b = batch.clone();
+                Box::pin(async move { s.sink.write(&b).await })
+            })
+            .instrument(span)
+            .await?;
+        self.stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        self.stats.add_out(written.accepted);
+        let refused = written.refused.into_iter().map(|r| (r.index, r.code, r.message)).collect();
+        self.refuse(&batch, refused).await
+    }
+
+    async fn refuse(&mut self, batch: &Batch, refused: Vec<(usize, String, String)>) -> Result<(), SinkError> {
+        if refused.is_empty() {
+            return Ok(());
+        }
+        self.stats.add_rejected(refused.len());
+        let entries: Vec<(RecordMeta, Vec<u8>)> = refused
+            .into_iter()
+            .map(|(i, code, msg)| {
+                let m = &batch.meta[i];
+                (m.clone(), dlq::entry(&self.node, &code, &msg, &batch.origin, m, &record_bytes(batch, i)))
+            })
+            .collect();
+        if self.out.dlq.is_none() {
+            // The DLQ itself refusing records would lose them: fail loudly instead.
+            return Err(SinkError::Io { sink: self.node.clone(), message: format!("refused {} records and has no DLQ", entries.len()), retryable: false });
+        }
+        self.out.dead_letters(&batch.origin, entries).await.map_err(|e| SinkError::Io {
+            sink: self.node.clone(),
+            message: e.to_string(),
+            retryable: false,
+        })
+    }
+
+    async fn commit(&mut self, c: &Commit) -> Result<(), SinkError> {
+        let token = c.token.clone();
+        self.with_retry("commit", |s| {
+            let t = token.clone();
+            Box::pin(async move { s.sink.commit(&t).await })
+        })
+        .await?;
+        self.stats.outputs.store(self.sink.committed_outputs(), Relaxed);
+        Ok(())
+    }
+
+    async fn with_retry<T>(
+        &mut self,
+        what: &str,
+        mut f: impl for<'a> FnMut(&'a mut Self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, SinkError>> + Send + 'a>>,
+    ) -> Result<T, SinkError> {
+        let mut attempt = 0u32;
+        let started = Instant::now();
+        loop {
+            match f(self).await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.retryable() => match self.retry.next_delay(attempt, started.elapsed()) {
+                    Some(d) => {
+                        warn!(error = %e, attempt, delay_ms = d.as_millis() as u64, "sink {what} failed; retrying");
+                        attempt += 1;
+                        tokio::time::sleep(d).await;
+                    }
+                    None => {
+                        error!(error = %e, "sink {what} failed; giving up");
+                        let _ = self.requests.send(Request::Failed { node: self.node.clone(), error: e.to_string() });
+                        return Err(e);
+                    }
+                },
+                Err(e) => {
+                    error!(error = %e, "sink {what} failed");
+                    let _ = self.requests.send(Request::Failed { node: self.node.clone(), error: e.to_string() });
+                    return Err(e);
+                }
+            }
+        }
+    }
+}

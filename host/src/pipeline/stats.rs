@@ -1,0 +1,68 @@
+//! Per-node counters for the run summary and metrics. Lock-free: updated on
+//! the hot path by the node that owns them, read by the reporter.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Default)]
+pub struct NodeStats {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    pub rejected: AtomicU64,
+    pub batches: AtomicU64,
+    pub failed_batches: AtomicU64,
+    /// Files or objects committed (sinks).
+    pub outputs: AtomicU64,
+    /// Nanoseconds spent in the node's own work (plugin calls, encoding).
+    pub busy_ns: AtomicU64,
+}
+
+impl NodeStats {
+    pub fn add_in(&self, n: usize) {
+        self.records_in.fetch_add(n as u64, Relaxed);
+    }
+    pub fn add_out(&self, n: usize) {
+        self.records_out.fetch_add(n as u64, Relaxed);
+    }
+    pub fn add_rejected(&self, n: usize) {
+        self.rejected.fetch_add(n as u64, Relaxed);
+    }
+    pub fn snapshot(&self) -> NodeSummary {
+        NodeSummary {
+            records_in: self.records_in.load(Relaxed),
+            records_out: self.records_out.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            failed_batches: self.failed_batches.load(Relaxed),
+            outputs: self.outputs.load(Relaxed),
+            busy_ms: self.busy_ns.load(Relaxed) / 1_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NodeSummary {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub rejected: u64,
+    pub batches: u64,
+    pub failed_batches: u64,
+    pub outputs: u64,
+    pub busy_ms: u64,
+}
+
+/// All nodes' counters, keyed by `sources.NAME` / `stages.NAME` / `sinks.NAME`.
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    nodes: Arc<Mutex<BTreeMap<String, Arc<NodeStats>>>>,
+}
+
+impl Registry {
+    pub fn node(&self, key: &str) -> Arc<NodeStats> {
+        self.nodes.lock().expect("stats lock").entry(key.to_string()).or_default().clone()
+    }
+    pub fn snapshot(&self) -> BTreeMap<String, NodeSummary> {
+        self.nodes.lock().expect("stats lock").iter().map(|(k, v)| (k.clone(), v.snapshot())).collect()
+    }
+}

@@ -1,0 +1,236 @@
+//! `type = "parquet"` sink settings.
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::Deserialize;
+
+use crate::config::units::{ByteSize, Dur};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkSpec {
+    pub inputs: Vec<String>,
+    /// Root of the table: a local directory (relative to the working
+    /// directory); `s3://bucket/prefix` once the S3 backend exists.
+    pub path: String,
+    /// Hive partition columns, in directory order (`year=2016/month=03/...`).
+    #[serde(default = "default_partition_by")]
+    pub partition_by: Vec<String>,
+    #[serde(default)]
+    pub compression: Compression,
+    /// Rows per row group.
+    #[serde(default = "default_row_group_rows")]
+    pub row_group_rows: usize,
+    /// When an open file's estimated size passes this, the sink asks for a
+    /// checkpoint, which closes (rolls) every open file.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: ByteSize,
+    /// When the oldest open file is this old, the sink asks for a checkpoint.
+    /// Default: none, so the checkpoint interval decides.
+    #[serde(default)]
+    pub max_file_age: Option<Dur>,
+    /// Also keep the partition columns inside the files (Hive drops them:
+    /// their values are in the directory names).
+    #[serde(default)]
+    pub keep_partition_columns: bool,
+    /// The declared schema; rows that do not fit it go to the DLQ.
+    /// Default: the `nyctaxitrips` table (with year, month, day, hour).
+    #[serde(default)]
+    pub columns: Option<Vec<ColumnSpec>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Snappy,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    /// The codec infix of file names (`part-...snappy.parquet`); none for
+    /// uncompressed files, as Spark and Firehose name them.
+    pub fn file_infix(self) -> Option<&'static str> {
+        match self {
+            Compression::Snappy => Some("snappy"),
+            Compression::Zstd => Some("zstd"),
+            Compression::None => None,
+        }
+    }
+    /// The `parquet.compression` table property.
+    pub fn table_property(self) -> &'static str {
+        match self {
+            Compression::Snappy => "SNAPPY",
+            Compression::Zstd => "ZSTD",
+            Compression::None => "UNCOMPRESSED",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: ColumnType,
+    /// A row with this column null or absent is refused (`schema_mismatch`).
+    #[serde(default)]
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColumnType {
+    String,
+    Int32,
+    Int64,
+    Float64,
+    Bool,
+    /// Milliseconds, UTC.
+    Timestamp,
+    Date,
+}
+
+impl ColumnType {
+    pub fn arrow(self) -> DataType {
+        match self {
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Int32 => DataType::Int32,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+            ColumnType::Date => DataType::Date32,
+        }
+    }
+    /// The Athena / Hive type name.
+    pub fn hive(self) -> &'static str {
+        match self {
+            ColumnType::String => "string",
+            ColumnType::Int32 => "int",
+            ColumnType::Int64 => "bigint",
+            ColumnType::Float64 => "double",
+            ColumnType::Bool => "boolean",
+            ColumnType::Timestamp => "timestamp",
+            ColumnType::Date => "date",
+        }
+    }
+    fn from_arrow(t: &DataType) -> Option<Self> {
+        Some(match t {
+            DataType::Utf8 | DataType::LargeUtf8 => ColumnType::String,
+            DataType::Int32 => ColumnType::Int32,
+            DataType::Int64 => ColumnType::Int64,
+            DataType::Float64 => ColumnType::Float64,
+            DataType::Boolean => ColumnType::Bool,
+            DataType::Timestamp(..) => ColumnType::Timestamp,
+            DataType::Date32 => ColumnType::Date,
+            _ => return None,
+        })
+    }
+}
+
+fn default_partition_by() -> Vec<String> {
+    ["year", "month", "day", "hour", "vendorId"].map(String::from).to_vec()
+}
+fn default_row_group_rows() -> usize {
+    128 * 1024
+}
+fn default_max_file_bytes() -> ByteSize {
+    ByteSize(128 << 20)
+}
+
+/// The `nyctaxitrips` columns, from the schema `enrich` emits (one definition
+/// for the plugins and the sink).
+pub fn default_columns() -> Vec<ColumnSpec> {
+    taxi_logic::schema::enriched()
+        .fields()
+        .iter()
+        .map(|f| ColumnSpec {
+            name: f.name().clone(),
+            ty: ColumnType::from_arrow(f.data_type()).expect("the taxi schema uses supported types"),
+            required: !f.is_nullable(),
+        })
+        .collect()
+}
+
+impl ParquetSinkSpec {
+    pub fn columns(&self) -> Vec<ColumnSpec> {
+        self.columns.clone().unwrap_or_else(default_columns)
+    }
+
+    /// The declared schema, every column included; `required` columns are non-nullable.
+    pub fn declared_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> =
+            self.columns().iter().map(|c| Field::new(&c.name, c.ty.arrow(), !c.required)).collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Checks that cannot be expressed in serde: names exist and are unique.
+    pub fn check(&self) -> Result<(), String> {
+        let cols = self.columns();
+        if cols.is_empty() {
+            return Err("columns must declare at least one column".into());
+        }
+        for (i, c) in cols.iter().enumerate() {
+            if cols[..i].iter().any(|o| o.name == c.name) {
+                return Err(format!("column {:?} is declared twice", c.name));
+            }
+        }
+        for p in &self.partition_by {
+            if !cols.iter().any(|c| &c.name == p) {
+                return Err(format!(
+                    "partition_by column {p:?} is not among the declared columns ({})",
+                    cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        if !self.keep_partition_columns && cols.iter().all(|c| self.partition_by.contains(&c.name)) {
+            return Err("every column is a partition column: the files would have no data columns".into());
+        }
+        if self.row_group_rows == 0 {
+            return Err("row_group_rows must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_inline_columns_parse() {
+        let spec: ParquetSinkSpec = toml::from_str(r#"inputs = ["enrich"]
+path = "out/trips""#)
+        .unwrap();
+        assert_eq!(spec.partition_by, ["year", "month", "day", "hour", "vendorId"]);
+        assert_eq!(spec.compression, Compression::Snappy);
+        assert_eq!(spec.max_file_bytes, ByteSize(128 << 20));
+        assert_eq!(spec.row_group_rows, 131_072);
+        let cols = spec.columns();
+        assert_eq!(cols[0], ColumnSpec { name: "id".into(), ty: ColumnType::String, required: true });
+        assert!(cols.iter().any(|c| c.name == "hour" && c.ty == ColumnType::Int32));
+        spec.check().unwrap();
+
+        let spec: ParquetSinkSpec = toml::from_str(
+            r#"inputs = ["a"]
+path = "x"
+partition_by = ["day"]
+compression = "zstd"
+max_file_bytes = "64MiB"
+max_file_age = "5m"
+columns = [ { name = "id", type = "string", required = true }, { name = "day", type = "date" } ]"#,
+        )
+        .unwrap();
+        assert_eq!(spec.max_file_bytes, ByteSize(64 << 20));
+        assert_eq!(spec.columns().len(), 2);
+        assert_eq!(spec.declared_schema().field(1).data_type(), &DataType::Date32);
+        spec.check().unwrap();
+
+        let e = toml::from_str::<ParquetSinkSpec>("inputs = []\npath = \"x\"\ncompresion = \"zstd\"").unwrap_err();
+        assert!(e.to_string().contains("compresion"), "{e}");
+        let bad: ParquetSinkSpec = toml::from_str("inputs = []\npath = \"x\"\npartition_by = [\"nope\"]").unwrap();
+        assert!(bad.check().unwrap_err().contains("nope"));
+    }
+}

@@ -1,0 +1,235 @@
+//! Kinesis records → batches: KPL de-aggregation, the resume skip inside an
+//! aggregate, metadata, batch limits, and dead letters for corrupt aggregates.
+//! Runs in each shard's reader task, so the work spreads over the shards.
+
+use std::sync::Arc;
+
+use aws_sdk_kinesis::types::Record;
+use compact_str::CompactString;
+
+use super::kpl;
+use super::position::{cmp_seq, ShardPosition};
+use crate::batch::{Batch, BatchData, JsonRecords, Origin, RecordMeta};
+
+/// DLQ code of a record that claims to be a KPL aggregate and is not.
+pub const KPL_CORRUPT: &str = "kpl_corrupt";
+
+/// A unit the merge task emits, with the shard position after it.
+#[derive(Debug)]
+pub enum Piece {
+    Data(Batch),
+    /// Built DLQ envelopes (see `sink::dlq::entry`).
+    Dead(Vec<(RecordMeta, Vec<u8>)>),
+}
+
+#[derive(Debug)]
+pub struct Shaper {
+    origin: Arc<Origin>,
+    /// `sources.NAME`, the `stage` of dead letters.
+    node: String,
+    max_records: usize,
+    max_bytes: usize,
+    /// Resuming inside an aggregate: sub-records of this sequence number up
+    /// to this sub were emitted before the checkpoint.
+    skip: Option<(String, u32)>,
+}
+
+/// Batch being filled.
+struct Open {
+    json: JsonRecords,
+    meta: Vec<RecordMeta>,
+    end: Option<ShardPosition>,
+}
+
+impl Open {
+    fn new() -> Self {
+        Open { json: JsonRecords::with_capacity(64, 16 << 10), meta: Vec::new(), end: None }
+    }
+}
+
+impl Shaper {
+    pub fn new(origin: Arc<Origin>, node: String, max_records: usize, max_bytes: usize, skip: Option<(String, u32)>) -> Self {
+        Self { origin, node, max_records: max_records.max(1), max_bytes: max_bytes.max(1), skip }
+    }
+
+    pub fn origin(&self) -> &Arc<Origin> {
+        &self.origin
+    }
+
+    /// Records of one GetRecords response or SubscribeToShard event, in order.
+    pub fn shape(&mut self, records: &[Record]) -> Vec<(Piece, ShardPosition)> {
+        let mut out = Vec::new();
+        let mut open = Open::new();
+        let mut dead: Vec<(RecordMeta, Vec<u8>)> = Vec::new();
+        let mut dead_end: Option<ShardPosition> = None;
+        for r in records {
+            let seq = r.sequence_number();
+            let data = r.data().as_ref();
+            let arrival_ms = r.approximate_arrival_timestamp().and_then(|t| t.to_millis().ok());
+            let key = r.partition_key().map(CompactString::from);
+            let skip_through = self.skip_for(seq);
+            if !kpl::is_aggregated(data) {
+                if skip_through.is_some() {
+                    continue; // a plain record has only sub 0, emitted before the checkpoint
+                }
+                let meta = RecordMeta { seq: seq.into(), sub: 0, key, arrival_ms };
+                self.flush_dead(&mut out, &mut dead, &mut dead_end);
+                self.push(&mut out, &mut open, meta, data, ShardPosition { seq: seq.to_string(), sub: 0, whole: true });
+                continue;
+            }
+            match kpl::deaggregate(data) {
+                Ok(subs) => {
+                    let last = subs.len().saturating_sub(1) as u32;
+                    for u in subs {
+                        if skip_through.is_some_and(|s| u.sub <= s) {
+                            continue;
+                        }
+                        let meta = RecordMeta { seq: seq.into(), sub: u.sub, key: Some(u.partition_key.into()), arrival_ms };
+                        self.flush_dead(&mut out, &mut dead, &mut dead_end);
+                        let end = ShardPosition { seq: seq.to_string(), sub: u.sub, whole: u.sub == last };
+                        self.push(&mut out, &mut open, meta, &u.data, end);
+                    }
+                }
+                Err(e) => {
+                    if skip_through.is_some() {
+                        continue; // already dead-lettered before the checkpoint
+                    }
+                    self.flush_open(&mut out, &mut open);
+                    let meta = RecordMeta { seq: seq.into(), sub: 0, key, arrival_ms };
+                    tracing::warn!(partition = %self.origin.partition, seq, error = %e, "corrupt KPL aggregate sent to the DLQ");
+                    let entry = crate::sink::dlq::entry(&self.node, KPL_CORRUPT, &e.to_string(), &self.origin, &meta, data);
+                    dead.push((meta, entry));
+                    dead_end = Some(ShardPosition { seq: seq.to_string(), sub: 0, whole: true });
+                }
+            }
+        }
+        self.flush_dead(&mut out, &mut dead, &mut dead_end);
+        self.flush_open(&mut out, &mut open);
+        out
+    }
+
+    /// The sub-records to skip in record `seq`; clears the skip once past it.
+    fn skip_for(&mut self, seq: &str) -> Option<u32> {
+        let (s, sub) = self.skip.as_ref()?;
+        match cmp_seq(seq, s) {
+            std::cmp::Ordering::Equal => Some(*sub),
+            std::cmp::Ordering::Less => Some(u32::MAX), // before the resume point: never expected, never re-emitted
+            std::cmp::Ordering::Greater => {
+                self.skip = None;
+                None
+            }
+        }
+    }
+
+    fn push(&self, out: &mut Vec<(Piece, ShardPosition)>, open: &mut Open, meta: RecordMeta, data: &[u8], end: ShardPosition) {
+        open.json.push(data);
+        open.meta.push(meta);
+        open.end = Some(end);
+        if open.meta.len() >= self.max_records || open.json.buf.len() >= self.max_bytes {
+            self.flush_open(out, open);
+        }
+    }
+
+    fn flush_open(&self, out: &mut Vec<(Piece, ShardPosition)>, open: &mut Open) {
+        if open.meta.is_empty() {
+            return;
+        }
+        let o = std::mem::replace(open, Open::new());
+        let batch = Batch { origin: self.origin.clone(), meta: o.meta, data: BatchData::Json(o.json) };
+        out.push((Piece::Data(batch), o.end.expect("a non-empty batch has an end")));
+    }
+
+    fn flush_dead(&self, out: &mut Vec<(Piece, ShardPosition)>, dead: &mut Vec<(RecordMeta, Vec<u8>)>, end: &mut Option<ShardPosition>) {
+        if dead.is_empty() {
+            return;
+        }
+        out.push((Piece::Dead(std::mem::take(dead)), end.take().expect("dead letters have an end")));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_types::{Blob, DateTime};
+
+    fn rec(seq: &str, key: &str, data: &[u8]) -> Record {
+        Record::builder()
+            .sequence_number(seq)
+            .partition_key(key)
+            .data(Blob::new(data))
+            .approximate_arrival_timestamp(DateTime::from_millis(1_000))
+            .build()
+            .unwrap()
+    }
+
+    fn shaper(max: usize, skip: Option<(String, u32)>) -> Shaper {
+        let origin = Arc::new(Origin { source: "k".into(), partition: "shardId-0".into() });
+        Shaper::new(origin, "sources.k".into(), max, 1 << 20, skip)
+    }
+
+    fn aggregate(items: &[(&str, &str)]) -> Vec<u8> {
+        let mut a = kpl::Aggregator::new(1 << 20);
+        for (k, d) in items {
+            assert!(a.push(k, d.as_bytes()));
+        }
+        a.finish().unwrap().data
+    }
+
+    fn flat(pieces: &[(Piece, ShardPosition)]) -> Vec<(String, u32, Option<String>, String)> {
+        let mut v = Vec::new();
+        for (p, _) in pieces {
+            if let Piece::Data(b) = p {
+                let BatchData::Json(j) = &b.data else { panic!() };
+                for (m, d) in b.meta.iter().zip(j.iter()) {
+                    v.push((m.seq.to_string(), m.sub, m.key.as_ref().map(|k| k.to_string()), String::from_utf8(d.to_vec()).unwrap()));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn plain_and_aggregated_records() {
+        let agg = aggregate(&[("a", "{\"i\":1}"), ("b", "{\"i\":2}"), ("c", "{\"i\":3}")]);
+        let records = vec![rec("10", "x", b"{\"i\":0}"), rec("11", "a", &agg), rec("12", "y", b"{\"i\":4}")];
+        let pieces = shaper(2, None).shape(&records);
+        let got = flat(&pieces);
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[0], ("10".into(), 0, Some("x".into()), "{\"i\":0}".into()));
+        assert_eq!(got[2], ("11".into(), 1, Some("b".into()), "{\"i\":2}".into()));
+        assert_eq!(got[4], ("12".into(), 0, Some("y".into()), "{\"i\":4}".into()));
+        // Batches of at most 2, each ending at its last record.
+        let ends: Vec<_> = pieces.iter().map(|(_, e)| (e.seq.as_str(), e.sub, e.whole)).collect();
+        assert_eq!(ends, vec![("11", 0, false), ("11", 2, true), ("12", 0, true)]);
+        let Piece::Data(b) = &pieces[0].0 else { panic!() };
+        assert_eq!(b.meta[0].arrival_ms, Some(1_000));
+    }
+
+    #[test]
+    fn resume_inside_an_aggregate_skips_emitted_sub_records() {
+        let agg = aggregate(&[("a", "1"), ("b", "2"), ("c", "3")]);
+        let records = vec![rec("11", "a", &agg), rec("12", "y", b"4")];
+        let got = flat(&shaper(100, Some(("11".into(), 1))).shape(&records));
+        let subs: Vec<_> = got.iter().map(|g| (g.0.as_str(), g.1)).collect();
+        assert_eq!(subs, vec![("11", 2), ("12", 0)]);
+    }
+
+    #[test]
+    fn corrupt_aggregate_becomes_a_dead_letter_in_order() {
+        let mut bad = aggregate(&[("a", "1"), ("b", "2")]);
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        let records = vec![rec("10", "x", b"{}"), rec("11", "a", &bad), rec("12", "y", b"{}")];
+        let pieces = shaper(100, None).shape(&records);
+        assert_eq!(pieces.len(), 3);
+        assert!(matches!(pieces[0].0, Piece::Data(_)));
+        let Piece::Dead(d) = &pieces[1].0 else { panic!("expected dead letters") };
+        assert_eq!(pieces[1].1, ShardPosition { seq: "11".into(), sub: 0, whole: true });
+        let entry: serde_json::Value = serde_json::from_slice(&d[0].1).unwrap();
+        assert_eq!(entry["code"], KPL_CORRUPT);
+        assert_eq!(entry["stage"], "sources.k");
+        assert_eq!(entry["seq"], "11");
+        assert!(entry["message"].as_str().unwrap().contains("checksum"));
+        assert!(matches!(pieces[2].0, Piece::Data(_)));
+    }
+}

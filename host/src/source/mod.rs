@@ -1,0 +1,68 @@
+//! Sources: where records come from. A source is a task that emits batches and
+//! barriers on its output, and answers each barrier with its positions.
+//!
+//! Contract (the checkpoint invariant depends on it):
+//! - a barrier is emitted *between* batches; the position reported for it
+//!   covers exactly the records emitted before it;
+//! - on start, `resume` is the state reported for the last completed
+//!   checkpoint (or `None`), and the source continues right after it;
+//! - after `Request::Exhausted` a source keeps answering barriers until it
+//!   gets one with `last = true`, then emits it and returns.
+
+pub mod emit;
+pub mod file;
+pub mod generator;
+pub mod kinesis;
+pub mod rows;
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::pipeline::msg::{Ack, Barrier, Request};
+use crate::pipeline::stats::NodeStats;
+
+/// Everything a running source gets from the runtime.
+pub struct SourceCtx {
+    /// `sources.NAME`.
+    pub node: String,
+    pub name: Arc<str>,
+    pub out: crate::pipeline::edge::Outputs,
+    /// Barriers to inject, from the coordinator.
+    pub barriers: mpsc::UnboundedReceiver<Barrier>,
+    pub acks: mpsc::UnboundedSender<Ack>,
+    pub requests: mpsc::UnboundedSender<Request>,
+    /// State of the last completed checkpoint.
+    pub resume: Option<serde_json::Value>,
+    /// Records per batch and the time after which a partial batch is sent.
+    pub batch: crate::config::BatchSpec,
+    pub stats: Arc<NodeStats>,
+    /// Where the downstream consumers want records: the source emits it
+    /// directly when it can, which saves a conversion.
+    pub preferred: crate::batch::Format,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source {source_name}: cannot read {what}: {message}")]
+    Io { source_name: String, what: String, message: String },
+    #[error("source {source_name}: {message}")]
+    Config { source_name: String, message: String },
+    #[error("source {source_name}: {message}")]
+    Remote { source_name: String, message: String, retryable: bool },
+    #[error("source {0}: the pipeline stopped (downstream closed)")]
+    Closed(String),
+}
+
+/// Start the source task described by `spec`.
+pub fn spawn(
+    spec: &crate::config::SourceSpec,
+    ctx: SourceCtx,
+) -> tokio::task::JoinHandle<Result<(), SourceError>> {
+    use crate::config::SourceSpec;
+    match spec.clone() {
+        SourceSpec::File(s) => tokio::spawn(file::run(s, ctx)),
+        SourceSpec::Generator(s) => tokio::spawn(generator::run(s, ctx)),
+        SourceSpec::Kinesis(s) => tokio::spawn(kinesis::run(s, ctx)),
+    }
+}

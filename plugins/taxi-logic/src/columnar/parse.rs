@@ -1,0 +1,232 @@
+//! Input columns → typed output-shaped columns (full length), plus the first
+//! problem of every refused row. Columns already of the output type are
+//! reused without copying (validate → enrich on Arrow costs a scan, not a parse).
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{
+    Array, ArrayRef, ArrowPrimitiveType, Float64Array, Int32Array, Int64Array, PrimitiveArray, RecordBatch,
+    StringArray, TimestampMillisecondArray,
+};
+use arrow_buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
+use arrow_schema::{DataType, TimeUnit};
+
+use super::reader::Reader;
+use crate::rules::{self, f, int_bounds, rank_missing, rank_parse, Bad, Cell, FIELDS};
+use crate::schema::TIMEZONE;
+use crate::Rejection;
+
+/// The first problem (lowest rank) of each row; `None` = row passes so far.
+pub(crate) struct Rejects {
+    slots: Vec<Option<Box<(u16, Bad)>>>,
+}
+
+impl Rejects {
+    pub fn new(n: usize) -> Self {
+        let mut slots = Vec::with_capacity(n);
+        slots.resize_with(n, || None);
+        Self { slots }
+    }
+
+    #[inline]
+    pub fn is_ok(&self, i: usize) -> bool {
+        self.slots[i].is_none()
+    }
+
+    /// Records a problem unless the row already has one of lower rank; the
+    /// message is only built when it is kept.
+    #[inline]
+    pub fn add(&mut self, i: usize, rank: u16, bad: impl FnOnce() -> Bad) {
+        match &self.slots[i] {
+            Some(s) if s.0 <= rank => {}
+            _ => self.slots[i] = Some(Box::new((rank, bad()))),
+        }
+    }
+
+    /// Rows that pass (the output's origin) and the refusals, both in row order.
+    pub fn finish(self) -> (Vec<u32>, Vec<Rejection>) {
+        let mut keep = Vec::with_capacity(self.slots.len());
+        let mut rejected = Vec::new();
+        for (i, s) in self.slots.into_iter().enumerate() {
+            match s {
+                None => keep.push(i as u32),
+                Some(b) => {
+                    let (_, bad) = *b;
+                    rejected.push(Rejection { index: i as u32, code: bad.code.to_owned(), message: bad.message });
+                }
+            }
+        }
+        (keep, rejected)
+    }
+}
+
+/// The 14 input fields, typed as in [`crate::schema::validated`], full length.
+/// Values at refused rows are unspecified.
+pub(crate) struct Columns {
+    pub id: StringArray,
+    pub vendor_id: Int32Array,
+    pub pickup: TimestampMillisecondArray,
+    pub dropoff: TimestampMillisecondArray,
+    pub passengers: Int32Array,
+    pub pickup_lon: Float64Array,
+    pub pickup_lat: Float64Array,
+    pub dropoff_lon: Float64Array,
+    pub dropoff_lat: Float64Array,
+    pub flag: StringArray,
+    pub gc_distance: Float64Array,
+    pub trip_duration: Int64Array,
+    pub google_distance: Float64Array,
+    pub google_duration: Int64Array,
+}
+
+pub(crate) fn parse(batch: &RecordBatch) -> (Columns, Rejects) {
+    let n = batch.num_rows();
+    let mut rj = Rejects::new(n);
+    let col = |i: usize| batch.column_by_name(FIELDS[i].name);
+    let cols = Columns {
+        id: strings(col(f::ID), f::ID, n, &mut rj),
+        vendor_id: ints::<Int32Type>(col(f::VENDOR_ID), f::VENDOR_ID, n, &mut rj),
+        pickup: timestamps(col(f::PICKUP_DATE), f::PICKUP_DATE, n, &mut rj),
+        dropoff: timestamps(col(f::DROPOFF_DATE), f::DROPOFF_DATE, n, &mut rj),
+        passengers: ints::<Int32Type>(col(f::PASSENGER_COUNT), f::PASSENGER_COUNT, n, &mut rj),
+        pickup_lon: floats(col(f::PICKUP_LON), f::PICKUP_LON, n, &mut rj),
+        pickup_lat: floats(col(f::PICKUP_LAT), f::PICKUP_LAT, n, &mut rj),
+        dropoff_lon: floats(col(f::DROPOFF_LON), f::DROPOFF_LON, n, &mut rj),
+        dropoff_lat: floats(col(f::DROPOFF_LAT), f::DROPOFF_LAT, n, &mut rj),
+        flag: strings(col(f::STORE_AND_FWD), f::STORE_AND_FWD, n, &mut rj),
+        gc_distance: floats(col(f::GC_DISTANCE), f::GC_DISTANCE, n, &mut rj),
+        trip_duration: ints::<Int64Type>(col(f::TRIP_DURATION), f::TRIP_DURATION, n, &mut rj),
+        google_distance: floats(col(f::GOOGLE_DISTANCE), f::GOOGLE_DISTANCE, n, &mut rj),
+        google_duration: ints::<Int64Type>(col(f::GOOGLE_DURATION), f::GOOGLE_DURATION, n, &mut rj),
+    };
+    (cols, rj)
+}
+
+/// Nulls in a reused column: required fields refuse those rows.
+fn check_nulls(nulls: Option<&NullBuffer>, field: usize, rj: &mut Rejects) {
+    if let (true, Some(nb)) = (FIELDS[field].required, nulls) {
+        for i in nb.iter().enumerate().filter(|(_, v)| !v).map(|(i, _)| i) {
+            rj.add(i, rank_missing(field), || rules::missing(field));
+        }
+    }
+}
+
+fn nulls_of(valid: Vec<bool>) -> Option<NullBuffer> {
+    let nb = NullBuffer::new(BooleanBuffer::from(valid));
+    (nb.null_count() > 0).then_some(nb)
+}
+
+/// The generic path: every cell through the shared conversion.
+fn convert<T: ArrowPrimitiveType>(
+    reader: &Reader,
+    field: usize,
+    n: usize,
+    rj: &mut Rejects,
+    conv: impl Fn(&Cell) -> Result<Option<T::Native>, Bad>,
+) -> PrimitiveArray<T> {
+    let mut values = Vec::with_capacity(n);
+    let mut valid = Vec::with_capacity(n);
+    for i in 0..n {
+        let v = match conv(&reader.cell(i)) {
+            Ok(Some(v)) => Some(v),
+            Ok(None) => {
+                if FIELDS[field].required {
+                    rj.add(i, rank_missing(field), || rules::missing(field));
+                }
+                None
+            }
+            Err(bad) => {
+                rj.add(i, rank_parse(field), || bad);
+                None
+            }
+        };
+        valid.push(v.is_some());
+        values.push(v.unwrap_or_default());
+    }
+    PrimitiveArray::new(ScalarBuffer::from(values), nulls_of(valid))
+}
+
+fn floats(col: Option<&ArrayRef>, field: usize, n: usize, rj: &mut Rejects) -> Float64Array {
+    if let Some(a) = col.filter(|a| a.data_type() == &DataType::Float64) {
+        let a = a.as_primitive::<Float64Type>().clone();
+        check_nulls(a.nulls(), field, rj);
+        for (i, &v) in a.values().iter().enumerate() {
+            if !v.is_finite() && a.is_valid(i) {
+                rj.add(i, rank_parse(field), || rules::to_f64(field, &Cell::Float(v)).unwrap_err());
+            }
+        }
+        return a;
+    }
+    convert::<Float64Type>(&Reader::new(col), field, n, rj, |c| rules::to_f64(field, c))
+}
+
+fn ints<T>(col: Option<&ArrayRef>, field: usize, n: usize, rj: &mut Rejects) -> PrimitiveArray<T>
+where
+    T: ArrowPrimitiveType,
+    T::Native: TryFrom<i64>,
+{
+    if let Some(a) = col.filter(|a| a.data_type() == &T::DATA_TYPE) {
+        // Already the output type: every value is in range.
+        let a = a.as_primitive::<T>().clone();
+        check_nulls(a.nulls(), field, rj);
+        return a;
+    }
+    let (lo, hi) = int_bounds(FIELDS[field].kind);
+    convert::<T>(&Reader::new(col), field, n, rj, |c| {
+        // to_int checked the kind's bounds, so the narrowing cannot fail.
+        Ok(rules::to_int(field, c, lo, hi)?.and_then(|v| T::Native::try_from(v).ok()))
+    })
+}
+
+fn timestamps(col: Option<&ArrayRef>, field: usize, n: usize, rj: &mut Rejects) -> TimestampMillisecondArray {
+    let ms = DataType::Timestamp(TimeUnit::Millisecond, Some(TIMEZONE.into()));
+    if let Some(a) = col.filter(|a| a.data_type() == &ms) {
+        let a = a.as_primitive::<TimestampMillisecondType>().clone();
+        check_nulls(a.nulls(), field, rj);
+        for (i, &v) in a.values().iter().enumerate() {
+            if crate::time::in_range(v).is_none() && a.is_valid(i) {
+                rj.add(i, rank_parse(field), || rules::to_timestamp(field, &Cell::Int(v)).unwrap_err());
+            }
+        }
+        return a;
+    }
+    convert::<TimestampMillisecondType>(&Reader::new(col), field, n, rj, |c| rules::to_timestamp(field, c))
+        .with_timezone(TIMEZONE)
+}
+
+fn strings(col: Option<&ArrayRef>, field: usize, n: usize, rj: &mut Rejects) -> StringArray {
+    if let Some(a) = col.filter(|a| a.data_type() == &DataType::Utf8) {
+        let a = a.as_string::<i32>();
+        let blank = |i: usize| a.is_valid(i) && a.value(i).trim_ascii().is_empty();
+        if FIELDS[field].required {
+            for i in 0..n {
+                if a.is_null(i) || blank(i) {
+                    rj.add(i, rank_missing(field), || rules::missing(field));
+                }
+            }
+            return a.clone();
+        }
+        // Optional: blank means absent, so rebuild only if there is a blank to turn into null.
+        if !(0..n).any(blank) {
+            return a.clone();
+        }
+    }
+    let reader = Reader::new(col);
+    let mut out = arrow_array::builder::StringBuilder::with_capacity(n, n * 8);
+    for i in 0..n {
+        match rules::to_str(field, &reader.cell(i)) {
+            Ok(Some(s)) => out.append_value(s),
+            Ok(None) => {
+                if FIELDS[field].required {
+                    rj.add(i, rank_missing(field), || rules::missing(field));
+                }
+                out.append_null();
+            }
+            Err(bad) => {
+                rj.add(i, rank_parse(field), || bad);
+                out.append_null();
+            }
+        }
+    }
+    out.finish()
+}

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# kinesis-local (npm, the Scala.js build of kinesis-mock) for the Kinesis tests.
+#
+#   kinesis-local.sh install          install into tests/.work/kinesis-local (idempotent), print main.js path
+#   kinesis-local.sh start [DIR]      start on 127.0.0.1 with free ports; state/log/pid in DIR
+#                                     (default tests/.work/kinesis-local/run); prints KEY=VALUE lines:
+#                                       SLUICE_TEST_KINESIS_ENDPOINT=http://127.0.0.1:PORT
+#                                       KINESIS_LOCAL_PID=PID
+#   kinesis-local.sh stop [DIR]       stop the instance started with DIR, by its PID
+#
+# Why a loopback copy of main.js: kinesis-local binds 0.0.0.0 (hard-coded) and
+# tests must stay on loopback. Why our own certificate path: it exits when it
+# cannot find `server.json` in the current directory.
+# KEY=VALUE lines go to stdout, everything else to stderr (tests/scripts/services contract).
+set -euo pipefail
+
+VERSION="${KINESIS_LOCAL_VERSION:-0.6.2}"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BASE="$REPO_ROOT/tests/.work/kinesis-local"
+PKG="$BASE/node_modules/kinesis-local"
+
+say() { printf 'kinesis-local: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+install() {
+    command -v node >/dev/null || die "node is not installed (apt-get install nodejs npm)"
+    if [[ ! -f "$PKG/main.js" ]] || ! grep -q "\"version\" *: *\"$VERSION\"" "$PKG/package.json"; then
+        command -v npm >/dev/null || die "npm is not installed (apt-get install npm)"
+        mkdir -p "$BASE"
+        say "installing kinesis-local@$VERSION into $BASE"
+        (cd "$BASE" && npm install --no-audit --no-fund --no-save --loglevel=error "kinesis-local@$VERSION" >&2) \
+            || die "npm install kinesis-local@$VERSION failed"
+    fi
+    local loop="$PKG/main-loopback.js"
+    if [[ ! -f "$loop" || "$PKG/main.js" -nt "$loop" ]]; then
+        # Both servers (plain and TLS) take their host from this one literal.
+        sed 's/em("0\.0\.0\.0")/em("127.0.0.1")/' "$PKG/main.js" >"$loop.tmp"
+        grep -q 'em("127.0.0.1")' "$loop.tmp" || { rm -f "$loop.tmp"; die "bind address literal not found in main.js (version changed?)"; }
+        mv "$loop.tmp" "$loop"
+    fi
+    echo "$loop"
+}
+
+free_port() {
+    node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+start() {
+    local dir="${1:-$BASE/run}"
+    local loop
+    loop="$(install)"
+    mkdir -p "$dir"
+    dir="$(cd "$dir" && pwd)"
+    if [[ -f "$dir/pid" ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+        die "already running in $dir (pid $(cat "$dir/pid")); stop it first"
+    fi
+    local tries=0 plain tls pid
+    while :; do
+        plain="$(free_port)"
+        tls="$(free_port)"
+        [[ "$plain" != "$tls" ]] || continue
+        # Its own copy of the certificate: it reads server.json from the current directory by default.
+        cp "$PKG/server.json" "$dir/server.json"
+        (
+            cd "$dir"
+            KINESIS_MOCK_PLAIN_PORT="$plain" KINESIS_MOCK_TLS_PORT="$tls" KINESIS_MOCK_CERT_PATH="$dir/server.json" \
+                SHOULD_PERSIST_DATA=false LOG_LEVEL="${KINESIS_LOCAL_LOG_LEVEL:-WARN}" \
+                CREATE_STREAM_DURATION=200ms SPLIT_SHARD_DURATION=200ms MERGE_SHARDS_DURATION=200ms \
+                UPDATE_SHARD_COUNT_DURATION=200ms REGISTER_STREAM_CONSUMER_DURATION=200ms \
+                DEREGISTER_STREAM_CONSUMER_DURATION=200ms \
+                exec setsid node "$loop" >"$dir/log" 2>&1 </dev/null
+        ) &
+        pid=$!
+        echo "$pid" >"$dir/pid"
+        # Ready when the plain port answers HTTP (any status).
+        local i
+        for ((i = 0; i < 150; i++)); do
+            if ! kill -0 "$pid" 2>/dev/null; then break; fi
+            if node -e "require('http').get('http://127.0.0.1:$plain/',r=>process.exit(0)).on('error',()=>process.exit(1))" 2>/dev/null; then
+                say "ready on 127.0.0.1:$plain (tls $tls), pid $pid, log $dir/log"
+                echo "SLUICE_TEST_KINESIS_ENDPOINT=http://127.0.0.1:$plain"
+                echo "KINESIS_LOCAL_PID=$pid"
+                echo "KINESIS_LOCAL_DIR=$dir"
+                return 0
+            fi
+            sleep 0.2
+        done
+        kill "$pid" 2>/dev/null || true
+        rm -f "$dir/pid"
+        tries=$((tries + 1))
+        # A port taken between the probe and the bind: try other ports.
+        ((tries < 3)) || { tail -20 "$dir/log" >&2 || true; die "did not start (log: $dir/log)"; }
+        say "did not start, retrying with other ports"
+    done
+}
+
+stop() {
+    local dir="${1:-$BASE/run}"
+    [[ -f "$dir/pid" ]] || { say "nothing to stop in $dir"; return 0; }
+    local pid
+    pid="$(cat "$dir/pid")"
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        local i
+        for ((i = 0; i < 25; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$dir/pid"
+    say "stopped pid $pid"
+}
+
+case "${1:-}" in
+    install) install ;;
+    start) start "${2:-}" ;;
+    stop) stop "${2:-}" ;;
+    *) echo "usage: $0 install | start [DIR] | stop [DIR]" >&2; exit 2 ;;
+esac
