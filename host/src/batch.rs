@@ -126,6 +126,21 @@ impl Batch {
             BatchData::Arrow(b) => b.get_array_memory_size(),
         }
     }
+    /// Records `offset .. offset + len` as a batch of their own.
+    pub fn slice(&self, offset: usize, len: usize) -> Batch {
+        let data = match &self.data {
+            BatchData::Arrow(b) => BatchData::Arrow(b.slice(offset, len)),
+            BatchData::Json(j) => {
+                let mut out = JsonRecords::with_capacity(len, 0);
+                for i in offset..offset + len {
+                    out.push(j.get(i));
+                }
+                BatchData::Json(out)
+            }
+        };
+        Batch { origin: self.origin.clone(), meta: self.meta[offset..offset + len].to_vec(), data }
+    }
+
     /// Metadata for the outputs of a transform, from its `origin` indexes.
     pub fn meta_for(&self, origin: &[u32]) -> Result<Vec<RecordMeta>, usize> {
         origin

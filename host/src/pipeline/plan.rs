@@ -66,7 +66,8 @@ pub fn build(p: &Pipeline, engine: &PluginEngine, linker: &Linker<HostState>) ->
             ));
             continue;
         }
-        match crate::plugin::inspect(engine, linker, &spec) {
+        let state = StateMap::default();
+        match crate::plugin::inspect(engine, linker, &spec, state.clone()) {
             Ok(PluginKind::Aggregate(info)) => {
                 errors.push(p.error_at(
                     &["stages", name, "plugin"],
@@ -82,15 +83,10 @@ pub fn build(p: &Pipeline, engine: &PluginEngine, linker: &Linker<HostState>) ->
                 errors.push(at("plugin", e));
                 continue;
             }
-            Ok(PluginKind::Transform(_)) => {}
-        }
-        let state = StateMap::default();
-        match TransformPlugin::new(engine, linker, spec, state.clone()) {
-            Ok(plugin) => {
+            Ok(PluginKind::Transform(plugin)) => {
                 let (takes, emits) = (wire::from_wit_format(plugin.info().takes), wire::from_wit_format(plugin.info().emits));
                 stages.insert(name.clone(), StagePlan { name: name.clone(), plugin, state, takes, emits });
             }
-            Err(e) => errors.push(at("plugin", e)),
         }
     }
     if !errors.is_empty() {

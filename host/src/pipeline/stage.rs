@@ -17,6 +17,10 @@ use crate::plugin::host::StateMap;
 use crate::plugin::{wire, PluginError, TransformPlugin};
 use crate::sink::dlq;
 
+/// Extra plugin calls allowed to isolate the bad records of one failed batch
+/// (a batch of 4096 with one poison record needs about 2 × 12).
+const ISOLATION_CALLS: u32 = 32;
+
 pub struct StageNode {
     pub node: String,
     pub plugin: TransformPlugin,
@@ -86,11 +90,38 @@ impl StageNode {
         match result {
             Ok(out) => self.emit(&batch, out),
             Err(e) => {
-                warn!(error = %e, records = n, "plugin failed twice; quarantining the batch to the DLQ");
+                warn!(error = %e, records = n, "plugin failed twice; isolating the offending records");
                 self.stats.failed_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.quarantine(&batch, e.code(), &e.to_string())
+                let mut budget = ISOLATION_CALLS;
+                self.isolate(&batch, e, &mut budget)
             }
         }
+    }
+
+    /// The batch fails as a whole: bisect it so only the records that make
+    /// the plugin fail go to the DLQ and the rest go on. When both halves
+    /// fail the failure is not about particular records (a plugin that traps
+    /// on everything): both are quarantined without further calls. A call
+    /// budget bounds the rest, because each failing call may cost a timeout.
+    fn isolate(&mut self, batch: &Batch, error: PluginError, budget: &mut u32) -> Result<(), super::edge::Closed> {
+        if batch.len() <= 1 || *budget < 2 {
+            return self.quarantine(batch, error.code(), &error.to_string());
+        }
+        *budget -= 2;
+        let mid = batch.len() / 2;
+        let halves = [batch.slice(0, mid), batch.slice(mid, batch.len() - mid)];
+        let results = [self.call(&halves[0]), self.call(&halves[1])];
+        if let [Err(a), Err(b)] = &results {
+            self.quarantine(&halves[0], a.code(), &a.to_string())?;
+            return self.quarantine(&halves[1], b.code(), &b.to_string());
+        }
+        for (half, result) in halves.iter().zip(results) {
+            match result {
+                Ok(out) => self.emit(half, out)?,
+                Err(e) => self.isolate(half, e, budget)?,
+            }
+        }
+        Ok(())
     }
 
     /// One plugin call, with the output checked against the contract.

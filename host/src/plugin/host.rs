@@ -64,11 +64,17 @@ impl HostState {
         })
     }
 
-    /// The last line the guest wrote to stderr (a Rust panic message, usually).
+    /// What the guest said before it died: a Rust panic message (its
+    /// "panicked at" line and the message after it), else its last line.
     pub fn last_stderr_line(&self) -> Option<String> {
         let c = self.stderr.contents();
         let text = String::from_utf8_lossy(&c);
-        text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string())
+        let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if let Some(i) = lines.iter().rposition(|l| l.contains("panicked at")) {
+            let msg = lines.get(i + 1).filter(|l| !l.starts_with("note:")).map_or(String::new(), |m| format!(": {m}"));
+            return Some(format!("{}{msg}", lines[i]));
+        }
+        lines.last().map(|l| l.to_string())
     }
 }
 

@@ -55,9 +55,10 @@ struct Live {
     bindings: Transformer,
 }
 
-/// What kind of component a file is, for `sluice validate`.
+/// What kind of component a file is. A transform comes back ready to run
+/// (instantiated and `init`ed), so checking it costs nothing extra.
 pub enum PluginKind {
-    Transform(types::Info),
+    Transform(TransformPlugin),
     Aggregate(types::Info),
 }
 
@@ -123,9 +124,15 @@ impl TransformPlugin {
         if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
             return PluginError::Timeout { plugin, stage, limit: self.spec.timeout };
         }
-        let mut message = e.to_string();
+        // The backtrace goes to debug logs; the message keeps what an operator
+        // can act on: the trap kind and the guest's own panic message.
+        tracing::debug!(%plugin, %stage, error = ?e, "plugin trap");
+        let mut message = match e.downcast_ref::<wasmtime::Trap>() {
+            Some(t) => t.to_string(),
+            None => e.to_string().lines().next().unwrap_or_default().to_string(),
+        };
         if let Some(panic) = store.data().last_stderr_line() {
-            message = format!("{message} ({panic})");
+            message = format!("{message}; the plugin wrote: {panic}");
         }
         PluginError::Trap { plugin, stage, message }
     }
@@ -181,7 +188,7 @@ fn transformer_pre(linker: &Linker<HostState>, component: &Component, plugin: &s
 }
 
 /// Load a component and tell what it is, without running a pipeline.
-pub fn inspect(engine: &PluginEngine, linker: &Linker<HostState>, spec: &PluginSpec) -> Result<PluginKind, PluginError> {
+pub fn inspect(engine: &PluginEngine, linker: &Linker<HostState>, spec: &PluginSpec, state: StateMap) -> Result<PluginKind, PluginError> {
     let plugin = spec.name();
     let component = engine.load(&spec.path)?;
     let exports: Vec<String> = component.component_type().exports(&engine.engine).map(|(n, _)| n.to_string()).collect();
@@ -208,6 +215,5 @@ pub fn inspect(engine: &PluginEngine, linker: &Linker<HostState>, spec: &PluginS
             ),
         });
     }
-    let p = TransformPlugin::new(engine, linker, spec.clone(), Default::default())?;
-    Ok(PluginKind::Transform(p.info.clone()))
+    Ok(PluginKind::Transform(TransformPlugin::new(engine, linker, spec.clone(), state)?))
 }
