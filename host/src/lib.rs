@@ -10,6 +10,7 @@ pub mod config; // pipeline TOML: interpolation, typed model, validation with fi
 pub mod gen; // deterministic synthetic NYC taxi trips (CSV/NDJSON, labelled defects) for `sluice gen` and the generator source
 pub mod pipeline; // runtime: node tasks, edges with backpressure, barriers, checkpoint coordinator
 pub mod plugin; // wasmtime engine, compiled-component cache, sandbox, per-stage instances
+pub mod produce; // `sluice produce`: CSV/NDJSON file -> Kinesis PutRecords (retries, KPL aggregation, progress)
 pub mod retry; // the one retry policy: exponential backoff, full jitter, bounded
 pub mod sink; // sinks (parquet, file, dlq) and the two-phase prepare/commit contract
 pub mod source; // sources (file, generator, kinesis) and the position/barrier contract

@@ -20,7 +20,7 @@ from sluice_e2e import (TAXI_LOCAL, assert_exactly_once, assert_no_duplicates, i
 
 # Big enough that one run takes a few seconds on 2 cores.
 ROWS = int(os.environ.get("SLUICE_TEST_INTERRUPT_ROWS", "1000000"))
-KILLS = int(os.environ.get("SLUICE_TEST_KILLS", "5"))
+KILLS = int(os.environ.get("SLUICE_TEST_KILLS", "6"))
 SEED = int(os.environ.get("SLUICE_TEST_KILL_SEED", str(int(time.time()))))
 
 
@@ -72,27 +72,54 @@ def test_sigterm_drains_and_resume_completes(sluice, dataset, out_dir):
     assert not inprogress_files(out_dir)
 
 
+def checkpoint_state(out) -> tuple:
+    """Changes whenever a checkpoint is written (names, sizes, mtimes)."""
+    d = out / "checkpoint"
+    if not d.exists():
+        return ()
+    files = [p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")]
+    # Empty files (a lock) appear at start-up, before any checkpoint.
+    return tuple(sorted((p.name, st.st_size, st.st_mtime_ns) for p in files if (st := p.stat()).st_size > 0))
+
+
 def test_kill9_at_random_moments_then_resume(sluice, dataset, out_dir):
+    """Kills land at random moments after a checkpoint was written in that run
+    (mid-batch, mid-prepare, mid-commit, whatever is going on), and every third
+    one early, during start-up and recovery."""
     rng = random.Random(SEED)
     env = env_for(dataset, out_dir)
-    kills, delays = 0, []
+    kills, late_kills, moments = 0, 0, []
     final = None
     for attempt in range(KILLS + 10):
         run = sluice.spawn(TAXI_LOCAL, env=env)
         if kills < KILLS:
-            delay = rng.uniform(0.1, 2.5)
-            time.sleep(delay)
+            early = attempt % 3 == 1
+            if early:
+                delay = rng.uniform(0.02, 0.3)
+                time.sleep(delay)
+                moment = f"{delay:.2f}s after start"
+            else:
+                before = checkpoint_state(out_dir)
+                t0 = time.monotonic()
+                wait_for(lambda: checkpoint_state(out_dir) != before or run.proc.poll() is not None,
+                         timeout=180, interval=0.02)
+                # Short: a whole run takes ~3.5 s here and each kill should leave input for the next.
+                delay = rng.uniform(0.0, 0.35)
+                time.sleep(delay)
+                moment = f"{delay:.2f}s after a checkpoint ({time.monotonic() - t0:.1f}s after start)"
             if run.kill9():
                 kills += 1
-                delays.append(round(delay, 2))
-                assert_committed_output_is_clean(dataset, out_dir, f"after kill #{kills} at {delay:.2f}s")
+                late_kills += not early
+                moments.append(moment)
+                assert_committed_output_is_clean(dataset, out_dir, f"after kill #{kills}, {moment}")
                 continue
-        final = run.wait(timeout=300)
+        final = run.wait(timeout=600)
         assert final.returncode == 0, final.describe()
         break
-    ctx = f"(seed {SEED}: SLUICE_TEST_KILL_SEED={SEED} reproduces the delays {delays})"
+    ctx = f"(SLUICE_TEST_KILL_SEED={SEED}; kills: {moments})"
     assert final is not None, f"the run never finished {ctx}"
-    assert kills >= min(KILLS, 3), f"only {kills} kills landed before the run finished; input too small {ctx}"
+    assert late_kills >= min(KILLS, 3), f"only {late_kills} kills after a checkpoint; input too small? {ctx}"
+    assert final.summary.get("resumed_from", 1) > 0, f"the last run did not resume from a checkpoint {ctx}"
     led = ledger(dataset, out_dir / "trips", out_dir / "dlq.ndjson")
     try:
         assert_exactly_once(dataset, led)

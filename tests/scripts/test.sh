@@ -86,7 +86,8 @@ for hook in tests/scripts/services/*.sh; do
 done
 
 # --- 4. cargo tests ---------------------------------------------------------
-# Adds up the `test result:` lines of one cargo test run.
+# Adds up the `test result:` lines of one cargo test run (sets $counted).
+counted=0
 count_cargo() {
     local logf=$1 p f i
     read -r p f i < <(awk '/^test result:/ {
@@ -97,7 +98,7 @@ count_cargo() {
             }
         } END { print p+0, f+0, i+0 }' "$logf")
     passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + i))
-    echo "$p"
+    counted=$((p + f))
 }
 
 run_cargo_test() {
@@ -106,18 +107,21 @@ run_cargo_test() {
     log "$name: $* ($(elapsed)s)"
     "$@" 2>&1 | tee "$logf"
     local rc=${PIPESTATUS[0]}
-    local n
-    n=$(count_cargo "$logf")
+    count_cargo "$logf"
     if ((rc != 0)); then
         step_failed "$name"
-    elif ((n == 0)); then
+    elif ((counted == 0)); then
         echo "note: $name ran no test"
     fi
 }
 
 if [[ "${SKIP_CARGO_TEST:-0}" != 1 ]]; then
-    run_cargo_test cargo-test-host cargo test --release --workspace
-    run_cargo_test cargo-test-taxi-logic cargo test --release -p taxi-logic
+    run_cargo_test cargo-test-host cargo test --release --workspace --no-fail-fast
+    # The shared rules crate lives in the plugin workspace (which defaults to
+    # wasm32-wasip2): test it natively there.
+    host_triple="$(rustc -vV | sed -n 's/^host: //p')"
+    run_cargo_test cargo-test-taxi-logic \
+        cargo test --release --no-fail-fast --manifest-path plugins/Cargo.toml --target "$host_triple" -p taxi-logic
 fi
 
 # --- 5. pytest --------------------------------------------------------------

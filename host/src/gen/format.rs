@@ -161,6 +161,14 @@ fn write_raw(out: &mut Vec<u8>, v: V) {
     }
 }
 
+pub(super) fn write_uint(out: &mut Vec<u8>, n: u64) {
+    write_padded(out, n, 1);
+}
+
+pub(super) fn write_id(out: &mut Vec<u8>, index: u64) {
+    write_raw(out, V::Id(index));
+}
+
 fn write_int(out: &mut Vec<u8>, n: i64) {
     if n < 0 {
         out.push(b'-');

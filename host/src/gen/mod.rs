@@ -106,8 +106,13 @@ pub fn write_file(opts: &GenOptions, path: &Path, labels: Option<&Path>) -> Resu
 }
 
 fn write_label(out: &mut Vec<u8>, line: u64, r: &Row, code: Option<&str>) {
-    use std::io::Write as _;
-    let _ = write!(out, "{{\"line\":{line},\"index\":{},\"id\":\"{}\",\"code\":", r.index, r.id());
+    out.extend_from_slice(b"{\"line\":");
+    format::write_uint(out, line);
+    out.extend_from_slice(b",\"index\":");
+    format::write_uint(out, r.index);
+    out.extend_from_slice(b",\"id\":\"");
+    format::write_id(out, r.index);
+    out.extend_from_slice(b"\",\"code\":");
     match code {
         Some(c) => {
             out.push(b'"');

@@ -144,6 +144,32 @@ const HOUR_WEIGHTS: [u32; 24] = [
     53, 39, 29, 21, 16, 15, 33, 52, 62, 61, 59, 61, 64, 64, 66, 64, 57, 68, 79, 79, 74, 72, 70, 62,
 ];
 
+const HOURS: usize = DAYS as usize * 24;
+
+/// Trips before each hour of the week, in weight units.
+const HOUR_PREFIX: [u32; HOURS + 1] = {
+    let mut p = [0u32; HOURS + 1];
+    let mut h = 0;
+    while h < HOURS {
+        p[h + 1] = p[h] + HOUR_WEIGHTS[h % 24];
+        h += 1;
+    }
+    p
+};
+
+/// Pickup time of row `i` of `rows`: the stream moves through the week in
+/// order (as a live feed does), spending time in each hour in proportion to
+/// its traffic, with a minute or so of jitter so arrival order is only
+/// nearly sorted. Ordered time also keeps a batch within a few partitions.
+fn pickup_time(i: u64, rows: u64, noise: f64) -> i64 {
+    let total = HOUR_PREFIX[HOURS] as f64;
+    let x = ((i as f64 + 0.5) / rows.max(1) as f64).min(1.0) * total;
+    let hour = HOUR_PREFIX.partition_point(|&p| (p as f64) <= x).clamp(1, HOURS) - 1;
+    let within = (x - HOUR_PREFIX[hour] as f64) / HOUR_WEIGHTS[hour % 24] as f64;
+    let t = hour as f64 * 3600.0 + within * 3600.0 + (noise * 60.0).clamp(-300.0, 300.0);
+    BASE_EPOCH_S + (t.round() as i64).clamp(0, HOURS as i64 * 3600 - 1)
+}
+
 const PASSENGER_WEIGHTS: [u32; 6] = [710, 144, 41, 19, 53, 33];
 
 const NOT_NUMERIC: [&str; 4] = ["abc", "12.3.4", "n/a", "one"];
@@ -207,9 +233,8 @@ pub fn row(opts: &GenOptions, i: u64) -> Row {
 
     let vendor_id = if r.f64() < 0.47 { 1 } else { 2 };
     let passenger_count = r.weighted(&PASSENGER_WEIGHTS) as i32 + 1;
-    let day = r.below(DAYS) as i64;
-    let hour = r.weighted(&HOUR_WEIGHTS) as i64;
-    let pickup_s = BASE_EPOCH_S + day * 86_400 + hour * 3600 + r.below(3600) as i64;
+    let pickup_s = pickup_time(i, opts.rows, r.normal());
+    let hour = (pickup_s - BASE_EPOCH_S).rem_euclid(86_400) / 3600;
 
     let (zlon, zlat, slon, slat, _, median_min) = ZONES[r.weighted(&ZONES.map(|z| z.4))];
     let pickup_lon = round(clamp_lon(zlon + slon * r.normal()), 1e6);

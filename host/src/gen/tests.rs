@@ -169,3 +169,81 @@ fn files_and_labels_agree() {
     }
     assert!(matches!(write_file(&opts(1, 0, 1.5), &dir.path().join("x.csv"), None), Err(GenError::BadFraction(_))));
 }
+
+#[test]
+fn the_stream_moves_through_the_week_in_time_order() {
+    let o = opts(100_000, 2, 0.0);
+    let times: Vec<i64> = (0..o.rows).map(|i| row(&o, i).pickup_s).collect();
+    let base = row::BASE_EPOCH_S;
+    assert!(times[0] - base < 600, "starts at the week's start");
+    assert!(base + 7 * 86_400 - times[times.len() - 1] < 600, "ends at its end");
+    // Nearly sorted: a row is never more than ten minutes out of order.
+    let mut max_seen = i64::MIN;
+    for &t in &times {
+        assert!(t > max_seen.saturating_sub(600), "{t} vs {max_seen}");
+        max_seen = max_seen.max(t);
+    }
+    // In a million-row stream a batch of 2048 rows spans minutes (a few
+    // partitions), at most a couple of hours in the quiet hours.
+    let o = opts(1_000_000, 2, 0.0);
+    let span = |start: u64| {
+        let t: Vec<i64> = (start..start + 2048).map(|i| row(&o, i).pickup_s).collect();
+        t.iter().max().unwrap() - t.iter().min().unwrap()
+    };
+    assert!(span(500_000) < 30 * 60, "{}", span(500_000));
+    assert!((0..1_000_000 - 2048).step_by(10_000).all(|s| span(s) < 3 * 3600));
+}
+
+/// The labels are what the real validate rules say, in both of their forms.
+#[test]
+fn expected_codes_agree_with_the_validate_rules() {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field as ArrowField, Schema};
+
+    let cfg = taxi_logic::ValidateConfig::default();
+    let o = opts(20_000, 17, 0.3);
+    let rows: Vec<Row> = (0..o.rows).map(|i| row(&o, i)).collect();
+
+    // NDJSON through the JSON form: every code, malformed included.
+    let mut j = crate::batch::JsonRecords::default();
+    let mut doc = Vec::new();
+    for r in &rows {
+        doc.clear();
+        r.write_json(&mut doc);
+        j.push(&doc);
+    }
+    let out = taxi_logic::json::validate(&cfg, &j.buf, &j.offsets);
+    let mut got: Vec<Option<String>> = vec![None; rows.len()];
+    for rej in &out.rejected {
+        got[rej.index as usize] = Some(rej.code.clone());
+    }
+    for (r, g) in rows.iter().zip(&got) {
+        assert_eq!(g.as_deref(), r.expected_code(), "{r:?}");
+    }
+
+    // CSV cells as strings through the columnar form; short/long lines are
+    // the file source's `malformed` and never reach validate.
+    let csv_rows: Vec<&Row> = rows.iter().filter(|r| r.expected_code() != Some("malformed")).collect();
+    let mut cols: Vec<Vec<String>> = vec![Vec::new(); 14];
+    let mut line = Vec::new();
+    for r in &csv_rows {
+        line.clear();
+        r.write_csv(&mut line);
+        for (c, cell) in std::str::from_utf8(&line).unwrap().split(',').enumerate() {
+            cols[c].push(cell.to_owned());
+        }
+    }
+    let schema = Arc::new(Schema::new(FIELD_NAMES.map(|n| ArrowField::new(n, DataType::Utf8, true)).to_vec()));
+    let arrays: Vec<ArrayRef> = cols.into_iter().map(|c| Arc::new(StringArray::from(c)) as ArrayRef).collect();
+    let batch = RecordBatch::try_new(schema, arrays).unwrap();
+    let (_, _, rejected) = taxi_logic::columnar::validate(&cfg, &batch);
+    let mut got: Vec<Option<String>> = vec![None; csv_rows.len()];
+    for rej in &rejected {
+        got[rej.index as usize] = Some(rej.code.clone());
+    }
+    for (r, g) in csv_rows.iter().zip(&got) {
+        assert_eq!(g.as_deref(), r.expected_code(), "{r:?}");
+    }
+}

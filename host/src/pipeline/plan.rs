@@ -47,6 +47,13 @@ pub fn sink_takes(spec: &SinkSpec) -> Format {
 
 pub fn build(p: &Pipeline, engine: &PluginEngine, linker: &Linker<HostState>) -> Result<Plan, ConfigErrors> {
     let mut errors = Vec::new();
+    for (name, src) in &p.spec.sources {
+        if let crate::config::SourceSpec::File(f) = src {
+            if !std::path::Path::new(&f.path).is_file() {
+                errors.push(p.error_at(&["sources", name, "path"], format!("input file {} does not exist", f.path)));
+            }
+        }
+    }
     let mut stages = BTreeMap::new();
     for name in &p.stage_order {
         let st = &p.spec.stages[name];

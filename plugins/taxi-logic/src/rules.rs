@@ -145,11 +145,57 @@ fn not_numeric(field: usize, what: &str, cell: &Cell) -> Bad {
     }
 }
 
+/// Powers of ten exactly representable as f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
+    1e20, 1e21, 1e22,
+];
+
+/// Plain decimals (`-73.981`, `2`, `.5`) with a mantissa below 2^53 and at
+/// most 22 fraction digits, which is nearly every coordinate and distance.
+/// Exact (Clinger's fast path: one correctly rounded division of two exact
+/// values), so it always equals `str::parse`; `None` means "use the general parser".
+#[inline]
+pub fn fast_f64(b: &[u8]) -> Option<f64> {
+    let (neg, b) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    let (mut mant, mut digits, mut frac, mut dot) = (0u64, 0u32, 0usize, false);
+    for &c in b {
+        let d = c.wrapping_sub(b'0');
+        if d <= 9 {
+            if digits == 19 {
+                return None;
+            }
+            mant = mant * 10 + d as u64;
+            digits += 1;
+            frac += dot as usize;
+        } else if c == b'.' && !dot {
+            dot = true;
+        } else {
+            return None;
+        }
+    }
+    if digits == 0 || mant > 1 << 53 || frac >= POW10.len() {
+        return None;
+    }
+    let v = mant as f64 / POW10[frac];
+    Some(if neg { -v } else { v })
+}
+
+/// Any decimal or scientific literal `str::parse` accepts (finite or not).
+#[inline]
+pub fn parse_f64(s: &str) -> Option<f64> {
+    fast_f64(s.as_bytes()).or_else(|| s.parse().ok())
+}
+
 pub fn to_f64(field: usize, cell: &Cell) -> Result<Option<f64>, Bad> {
     let v = match cell {
         c if c.is_missing() => return Ok(None),
-        Cell::Str(s) => s.trim_ascii().parse::<f64>().ok(),
-        Cell::Num(t) => t.parse::<f64>().ok(),
+        Cell::Str(s) => parse_f64(s.trim_ascii()),
+        Cell::Num(t) => parse_f64(t),
         Cell::Int(i) => Some(*i as f64),
         Cell::Float(v) => Some(*v),
         _ => None,
@@ -333,6 +379,28 @@ mod tests {
         let d = haversine_km(-73.7781, 40.6413, -73.8740, 40.7769);
         assert!((d - 17.0).abs() < 0.3, "{d}");
         assert_eq!(haversine_km(-73.9, 40.7, -73.9, 40.7), 0.0);
+    }
+
+    #[test]
+    fn fast_float_path_equals_the_standard_parser() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 18) as usize;
+            let s = match x % 5 {
+                0 => format!("-73.{:0digits$}", x % 10u64.pow(digits as u32)),
+                1 => format!("{}.{}", x % 1000, x % 10u64.pow(digits as u32)),
+                2 => format!("{}", x >> (x % 64)),
+                3 => format!(".{}", x % 1_000_000),
+                _ => format!("{:?}", f64::from_bits(x >> 2)),
+            };
+            assert_eq!(parse_f64(&s).map(f64::to_bits), s.parse::<f64>().ok().map(f64::to_bits), "{s}");
+        }
+        for s in ["", ".", "-", "1..2", "1e5", "inf", "NaN", "+3", "5.", "00000000000000000000001.5", "9007199254740993"] {
+            assert_eq!(parse_f64(s).map(f64::to_bits), s.parse::<f64>().ok().map(f64::to_bits), "{s}");
+        }
     }
 
     #[test]

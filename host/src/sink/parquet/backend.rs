@@ -105,8 +105,18 @@ impl Staged for LocalStaged {
     }
 
     async fn finish(mut self: Box<Self>, rows: u64) -> Result<Pending, BackendError> {
-        self.file.flush().map_err(|e| BackendError::io(format!("cannot flush {}", self.path.display()), e))?;
-        self.file.sync_all().map_err(|e| BackendError::io(format!("cannot sync {}", self.path.display()), e))?;
+        // fsync off the async thread: a prepare finishes many files at once
+        // and the file system batches concurrent syncs into one journal commit.
+        let (file, path) = (self.file.try_clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut file = file.map_err(|e| BackendError::io(format!("cannot sync {}", path.display()), e))?;
+            file.flush().map_err(|e| BackendError::io(format!("cannot flush {}", path.display()), e))?;
+            file.sync_all().map_err(|e| BackendError::io(format!("cannot sync {}", path.display()), e))?;
+            // The new name must survive a crash too.
+            sync_dir(path.parent().expect("staged files live in a directory"))
+        })
+        .await
+        .map_err(|e| BackendError { message: format!("sync task failed: {e}"), retryable: true })??;
         Ok(Pending {
             key: self.key.clone(),
             rows,
@@ -144,8 +154,10 @@ impl Backend for LocalBackend {
         let staging = p.staging.as_str().map(String::from).unwrap_or_else(|| Self::staging_key(&p.key));
         let from = self.root.join(&staging);
         let to = self.root.join(&p.key);
-        match std::fs::rename(&from, &to) {
-            Ok(()) => sync_dir(to.parent().unwrap_or(&self.root)),
+        // The rename must be durable before a later checkpoint stops listing
+        // this file; synced off the async thread, as in `finish`.
+        tokio::task::spawn_blocking(move || match std::fs::rename(&from, &to) {
+            Ok(()) => sync_dir(to.parent().expect("files live in a directory")),
             // Already committed (a repeated commit, or recovery re-running it).
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => Ok(()),
             Err(e) => Err(BackendError {
@@ -156,7 +168,9 @@ impl Backend for LocalBackend {
                 ),
                 retryable: false,
             }),
-        }
+        })
+        .await
+        .map_err(|e| BackendError { message: format!("commit task failed: {e}"), retryable: true })?
     }
 
     async fn cleanup_staged(&self, except: &[Pending]) -> Result<u64, BackendError> {

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use parquet::arrow::ArrowWriter;
@@ -42,6 +43,12 @@ use crate::batch::{Batch, BatchData, Format};
 
 /// Bytes a file's encoder may hold before they are handed to the backend.
 const DRAIN_BYTES: usize = 1 << 20;
+/// Small parts are gathered up to this many rows before they are encoded:
+/// the encoder's cost per call and column dwarfs its cost per row when a
+/// batch scatters over many partitions.
+const COALESCE_ROWS: usize = 8192;
+/// Rows held back across all partitions before every buffer is encoded.
+const COALESCE_TOTAL_ROWS: usize = 256 * 1024;
 
 /// The commit token of one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +63,9 @@ struct OpenFile {
     key: String,
     rows: u64,
     opened: Instant,
+    /// Parts not yet encoded (see `COALESCE_ROWS`).
+    held: Vec<RecordBatch>,
+    held_rows: usize,
 }
 
 pub struct ParquetSink {
@@ -73,6 +83,8 @@ pub struct ParquetSink {
     /// Files opened in `epoch` so far.
     next_n: u32,
     committed: u64,
+    /// Rows held in all open files' `held` buffers.
+    held_rows: usize,
 }
 
 /// The sink for `spec`. `path` is a local directory, resolved against the
@@ -133,6 +145,7 @@ impl ParquetSink {
             epoch: 1,
             next_n: 0,
             committed: 0,
+            held_rows: 0,
         })
     }
 
@@ -164,26 +177,34 @@ impl ParquetSink {
         let staged = self.backend.create(&key).await.map_err(|e| backend_err(&self.name, e))?;
         let writer = ArrowWriter::try_new(Vec::with_capacity(DRAIN_BYTES), self.file_schema.clone(), Some(self.props.clone()))
             .map_err(|e| self.io(format!("cannot start {key}: {e}")))?;
-        Ok(OpenFile { writer, staged, key, rows: 0, opened: Instant::now() })
+        Ok(OpenFile { writer, staged, key, rows: 0, opened: Instant::now(), held: Vec::new(), held_rows: 0 })
     }
 
-    async fn append(&mut self, dir: String, part: &arrow::array::RecordBatch) -> Result<(), SinkError> {
+    async fn append(&mut self, dir: String, part: RecordBatch) -> Result<(), SinkError> {
         if !self.open.contains_key(&dir) {
             let f = self.open_file(&dir).await?;
             self.open.insert(dir.clone(), f);
         }
         let f = self.open.get_mut(&dir).expect("just opened");
-        f.writer.write(part).map_err(|e| SinkError::Io {
-            sink: self.name.clone(),
-            message: format!("cannot encode {}: {e}", f.key),
-            retryable: false,
-        })?;
         f.rows += part.num_rows() as u64;
-        // Completed row groups leave memory as soon as they exist.
-        if f.writer.inner().len() >= DRAIN_BYTES {
-            let bytes = std::mem::take(f.writer.inner_mut());
-            f.staged.write(&bytes).await.map_err(|e| backend_err(&self.name, e))?;
+        f.held_rows += part.num_rows();
+        self.held_rows += part.num_rows();
+        f.held.push(part);
+        if f.held_rows >= COALESCE_ROWS {
+            self.held_rows -= f.held_rows;
+            encode_held(&self.name, f).await?;
         }
+        if self.held_rows >= COALESCE_TOTAL_ROWS {
+            self.encode_all_held().await?;
+        }
+        Ok(())
+    }
+
+    async fn encode_all_held(&mut self) -> Result<(), SinkError> {
+        for f in self.open.values_mut() {
+            encode_held(&self.name, f).await?;
+        }
+        self.held_rows = 0;
         Ok(())
     }
 
@@ -195,12 +216,38 @@ impl ParquetSink {
     }
 
     async fn commit_files(&mut self, t: &ParquetToken) -> Result<(), SinkError> {
-        for p in &t.files {
-            self.backend.commit(p).await.map_err(|e| backend_err(&self.name, e))?;
-            self.committed += 1;
+        // In bounded waves, so a checkpoint of thousands of files does not
+        // start thousands of blocking tasks at once.
+        for wave in t.files.chunks(64) {
+            let commits = wave.iter().map(|p| self.backend.commit(p));
+            futures::future::try_join_all(commits).await.map_err(|e| backend_err(&self.name, e))?;
+            self.committed += wave.len() as u64;
         }
         Ok(())
     }
+}
+
+/// Encodes a file's held parts and hands completed row groups to the backend.
+async fn encode_held(sink: &str, f: &mut OpenFile) -> Result<(), SinkError> {
+    let encode_err = |key: &str, e: String| SinkError::Io {
+        sink: sink.to_owned(),
+        message: format!("cannot encode {key}: {e}"),
+        retryable: false,
+    };
+    let held = std::mem::take(&mut f.held);
+    f.held_rows = 0;
+    let batch = match held.len() {
+        0 => return Ok(()),
+        1 => held.into_iter().next().expect("one"),
+        _ => arrow::compute::concat_batches(&held[0].schema(), &held).map_err(|e| encode_err(&f.key, e.to_string()))?,
+    };
+    f.writer.write(&batch).map_err(|e| encode_err(&f.key, e.to_string()))?;
+    // Completed row groups leave memory as soon as they exist.
+    if f.writer.inner().len() >= DRAIN_BYTES {
+        let bytes = std::mem::take(f.writer.inner_mut());
+        f.staged.write(&bytes).await.map_err(|e| backend_err(sink, e))?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -234,7 +281,7 @@ impl Sink for ParquetSink {
         };
         let parts = self.splitter.split(&good).map_err(|e| self.io(e.to_string()))?;
         for part in parts {
-            self.append(part.dir, &part.batch).await?;
+            self.append(part.dir, part.batch).await?;
         }
         Ok(Written { accepted: good.num_rows(), refused })
     }
@@ -244,13 +291,16 @@ impl Sink for ParquetSink {
             tracing::debug!(sink = %self.name, epoch, named = self.epoch,
                 "files were named for another epoch than the barrier's; names stay unique");
         }
-        let mut files = Vec::with_capacity(self.open.len());
+        self.encode_all_held().await?;
+        let mut finishing = Vec::with_capacity(self.open.len());
         for (_, mut f) in std::mem::take(&mut self.open) {
             f.writer.finish().map_err(|e| self.io(format!("cannot finish {}: {e}", f.key)))?;
             let rest = std::mem::take(f.writer.inner_mut());
             f.staged.write(&rest).await.map_err(|e| backend_err(&self.name, e))?;
-            files.push(f.staged.finish(f.rows).await.map_err(|e| backend_err(&self.name, e))?);
+            finishing.push(f.staged.finish(f.rows));
         }
+        // Concurrently: the syncs overlap (and S3 completes parts in parallel).
+        let files = futures::future::try_join_all(finishing).await.map_err(|e| backend_err(&self.name, e))?;
         self.epoch = self.epoch.max(epoch) + 1;
         self.next_n = 0;
         tracing::debug!(sink = %self.name, epoch, files = files.len(), "parquet files staged");
@@ -265,6 +315,7 @@ impl Sink for ParquetSink {
     async fn recover(&mut self, token: Option<&serde_json::Value>) -> Result<(), SinkError> {
         // Anything open belongs to an epoch that will be replayed.
         self.open.clear();
+        self.held_rows = 0;
         let files = match token {
             Some(token) => {
                 let t = self.parse_token(token)?;
@@ -285,6 +336,7 @@ impl Sink for ParquetSink {
     fn wants_checkpoint(&self) -> Option<String> {
         let max = self.spec.max_file_bytes.0 as usize;
         for f in self.open.values() {
+            // Held parts are at most COALESCE_ROWS rows: left out of the estimate.
             let size = f.writer.bytes_written() + f.writer.in_progress_size();
             if size >= max {
                 return Some(format!("{} reached {size} bytes (max_file_bytes {max})", f.key));

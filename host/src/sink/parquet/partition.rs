@@ -71,15 +71,21 @@ impl Splitter {
             groups[g].push(i as u32);
         }
 
-        let mut parts = Vec::with_capacity(groups.len());
-        for rows_of_group in groups {
-            let dir = self.dir_of(batch, rows_of_group[0] as usize)?;
-            let part = if rows_of_group.len() == n {
-                projected.clone()
-            } else {
-                take_record_batch(&projected, &UInt32Array::from(rows_of_group))?
-            };
-            parts.push(Part { dir, batch: part });
+        if groups.len() == 1 {
+            let dir = self.dir_of(batch, 0)?;
+            return Ok(vec![Part { dir, batch: projected }]);
+        }
+        // One gather for all groups, then zero-copy slices: per-group takes
+        // cost a kernel call per column per group.
+        let firsts: Vec<usize> = groups.iter().map(|g| g[0] as usize).collect();
+        let lens: Vec<usize> = groups.iter().map(Vec::len).collect();
+        let order = UInt32Array::from(groups.concat());
+        let sorted = take_record_batch(&projected, &order)?;
+        let mut parts = Vec::with_capacity(lens.len());
+        let mut offset = 0;
+        for (first, len) in firsts.into_iter().zip(lens) {
+            parts.push(Part { dir: self.dir_of(batch, first)?, batch: sorted.slice(offset, len) });
+            offset += len;
         }
         Ok(parts)
     }

@@ -24,6 +24,8 @@ use crate::retry::RetryPolicy;
 
 /// Subscriptions last 5 minutes; renewing a little earlier avoids racing the server.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(290);
+/// A subscription that ends sooner than this did not time out.
+const EARLY_END: Duration = Duration::from_secs(60);
 
 /// The consumer ARN for `name` on `stream`, registering it if needed and
 /// waiting until it is ACTIVE.
@@ -148,7 +150,8 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
                 continue;
             }
         };
-        let renew_at = Instant::now() + RESUBSCRIBE_AFTER;
+        let subscribed_at = Instant::now();
+        let renew_at = subscribed_at + RESUBSCRIBE_AFTER;
         loop {
             let ev = match tokio::time::timeout_at(renew_at, events.recv()).await {
                 Err(_) => break, // time to renew
@@ -156,6 +159,11 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
                     // The server ended the subscription (5 minutes, or a closed shard on LocalStack).
                     if r.closed.load(Ordering::Relaxed) {
                         return Ok(Some(resume));
+                    }
+                    if subscribed_at.elapsed() < EARLY_END {
+                        // Ended long before the 5 minutes: likely a closed shard that discovery
+                        // has not flagged yet. Do not hammer the endpoint meanwhile.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     break;
                 }

@@ -111,22 +111,32 @@ fn check_nulls(nulls: Option<&NullBuffer>, field: usize, rj: &mut Rejects) {
     }
 }
 
-fn nulls_of(valid: Vec<bool>) -> Option<NullBuffer> {
-    let nb = NullBuffer::new(BooleanBuffer::from(valid));
-    (nb.null_count() > 0).then_some(nb)
-}
-
-/// The generic path: every cell through the shared conversion.
+/// The generic path: every cell through the shared conversion, except that
+/// Utf8 cells first try `fast`, which must accept only what `conv` would
+/// convert to the same value (it skips the `Cell` dispatch for the common case).
 fn convert<T: ArrowPrimitiveType>(
     reader: &Reader,
     field: usize,
     n: usize,
     rj: &mut Rejects,
+    fast: impl Fn(&str) -> Option<T::Native>,
     conv: impl Fn(&Cell) -> Result<Option<T::Native>, Bad>,
 ) -> PrimitiveArray<T> {
     let mut values = Vec::with_capacity(n);
     let mut valid = Vec::with_capacity(n);
+    let mut nulls = 0usize;
+    let utf8 = match reader {
+        Reader::Utf8(a) => Some(*a),
+        _ => None,
+    };
     for i in 0..n {
+        if let Some(a) = utf8.filter(|a| a.is_valid(i)) {
+            if let Some(v) = fast(a.value(i)) {
+                values.push(v);
+                valid.push(true);
+                continue;
+            }
+        }
         let v = match conv(&reader.cell(i)) {
             Ok(Some(v)) => Some(v),
             Ok(None) => {
@@ -140,10 +150,12 @@ fn convert<T: ArrowPrimitiveType>(
                 None
             }
         };
+        nulls += v.is_none() as usize;
         valid.push(v.is_some());
         values.push(v.unwrap_or_default());
     }
-    PrimitiveArray::new(ScalarBuffer::from(values), nulls_of(valid))
+    let nulls = (nulls > 0).then(|| NullBuffer::new(BooleanBuffer::from(valid)));
+    PrimitiveArray::new(ScalarBuffer::from(values), nulls)
 }
 
 fn floats(col: Option<&ArrayRef>, field: usize, n: usize, rj: &mut Rejects) -> Float64Array {
@@ -157,7 +169,9 @@ fn floats(col: Option<&ArrayRef>, field: usize, n: usize, rj: &mut Rejects) -> F
         }
         return a;
     }
-    convert::<Float64Type>(&Reader::new(col), field, n, rj, |c| rules::to_f64(field, c))
+    convert::<Float64Type>(&Reader::new(col), field, n, rj, |s| rules::fast_f64(s.as_bytes()), |c| {
+        rules::to_f64(field, c)
+    })
 }
 
 fn ints<T>(col: Option<&ArrayRef>, field: usize, n: usize, rj: &mut Rejects) -> PrimitiveArray<T>
@@ -172,7 +186,8 @@ where
         return a;
     }
     let (lo, hi) = int_bounds(FIELDS[field].kind);
-    convert::<T>(&Reader::new(col), field, n, rj, |c| {
+    let fast = |s: &str| s.parse::<i64>().ok().filter(|v| (lo..=hi).contains(v)).and_then(|v| T::Native::try_from(v).ok());
+    convert::<T>(&Reader::new(col), field, n, rj, fast, |c| {
         // to_int checked the kind's bounds, so the narrowing cannot fail.
         Ok(rules::to_int(field, c, lo, hi)?.and_then(|v| T::Native::try_from(v).ok()))
     })
@@ -190,7 +205,9 @@ fn timestamps(col: Option<&ArrayRef>, field: usize, n: usize, rj: &mut Rejects) 
         }
         return a;
     }
-    convert::<TimestampMillisecondType>(&Reader::new(col), field, n, rj, |c| rules::to_timestamp(field, c))
+    convert::<TimestampMillisecondType>(&Reader::new(col), field, n, rj, crate::time::parse_timestamp, |c| {
+        rules::to_timestamp(field, c)
+    })
         .with_timezone(TIMEZONE)
 }
 
