@@ -126,6 +126,15 @@ impl Batch {
             BatchData::Arrow(b) => b.get_array_memory_size(),
         }
     }
+    /// Record `i` as JSON bytes (for the DLQ): the document itself, or an
+    /// Arrow row rendered as one.
+    pub fn record_json(&self, i: usize) -> Vec<u8> {
+        match &self.data {
+            BatchData::Json(j) => j.get(i).to_vec(),
+            BatchData::Arrow(rb) => crate::convert::row_json(rb, i),
+        }
+    }
+
     /// Records `offset .. offset + len` as a batch of their own.
     pub fn slice(&self, offset: usize, len: usize) -> Batch {
         let data = match &self.data {

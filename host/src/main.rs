@@ -6,6 +6,12 @@ use clap::{Parser, Subcommand};
 use sluice::cli;
 use sluice::telemetry::{self, LogFormat};
 
+// Arrow and Parquet allocate and free large buffers per batch; glibc's
+// allocator hands them back to the kernel and page-faults them in again.
+// mimalloc keeps them: measured below in `sluice bench` end to end.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Streaming pipelines with WebAssembly transforms")]
 struct Args {

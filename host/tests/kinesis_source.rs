@@ -189,7 +189,7 @@ async fn restart_from_a_checkpoint_reads_nothing_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn latest_starts_at_the_start_and_idle_runs_end() {
+async fn latest_starts_at_the_start() {
     let Some(emu) = Emulator::start() else { return };
     let client = emu.client().await;
     create_stream(&client, "latest", 2).await;
@@ -199,17 +199,36 @@ async fn latest_starts_at_the_start_and_idle_runs_end() {
     tokio::time::sleep(Duration::from_secs(7)).await;
     let mut spec = emu.spec("latest");
     spec.start_position = StartPosition::Latest;
-    spec.stop_when_idle = Some(sluice::config::units::Dur(Duration::from_secs(3)));
     let mut run = start_source(spec, None, 100);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let fresh = rows("new", 200, 1);
     produce(&emu, "latest", dir.path(), "new", &fresh, false).await;
     run.until_records(fresh.len(), T).await;
-    // Idle: the source says it is exhausted, then stops at the last barrier.
+    run.drain(Duration::from_secs(2)).await;
+    assert_exactly_once(&run.records(), &fresh);
+    let state = run.checkpoint(1, true).await;
+    assert!(state["since_ms"].is_i64(), "a latest start is pinned in the state: {state}");
+    run.handle.await.unwrap().expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_bounded_runs_report_exhaustion_then_stop() {
+    let Some(emu) = Emulator::start() else { return };
+    let client = emu.client().await;
+    create_stream(&client, "idle", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let expected = rows("id", 300, 0);
+    produce(&emu, "idle", dir.path(), "all", &expected, false).await;
+    let mut spec = emu.spec("idle");
+    spec.stop_when_idle = Some(sluice::config::units::Dur(Duration::from_secs(2)));
+    let mut run = start_source(spec, None, 100);
+    run.until_records(expected.len(), T).await;
+    // Idle: the source says it is exhausted, keeps answering barriers, stops at the last one.
     let req = tokio::time::timeout(Duration::from_secs(30), run.requests.recv()).await.expect("exhausted in time").unwrap();
     assert!(matches!(req, sluice::pipeline::msg::Request::Exhausted { ref node } if node == "sources.trips"), "{req:?}");
-    let state = run.checkpoint(1, true).await;
-    assert_exactly_once(&run.records(), &fresh);
+    let mid = SourceState::from_json(&run.checkpoint(1, false).await).unwrap();
+    let last = SourceState::from_json(&run.checkpoint(2, true).await).unwrap();
+    assert_eq!(mid, last);
+    assert_exactly_once(&run.records(), &expected);
     run.handle.await.unwrap().expect("clean stop");
-    assert!(state["since_ms"].is_i64(), "a latest start is pinned in the state: {state}");
 }

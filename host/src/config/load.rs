@@ -129,10 +129,11 @@ fn deserialize(file: &Path, text: &str) -> Result<PipelineFile, ConfigError> {
         if let Some(u) = &unknown {
             located.push(u);
         }
-        let line = inner
-            .span()
-            .map(|s| line_of(text, s.start))
-            .or_else(|| locate::offset_of(text, &located).map(|o| line_of(text, o)));
+        // Tagged tables (sources, sinks) are buffered by serde, so their span
+        // covers the whole table: for an unknown key, finding the key wins.
+        let by_key = || locate::offset_of(text, &located).map(|o| line_of(text, o));
+        let by_span = || inner.span().map(|s| line_of(text, s.start));
+        let line = if unknown.is_some() { by_key().or_else(by_span) } else { by_span().or_else(by_key) };
         if unknown.is_some() {
             message.push_str(" (check the spelling; see pipelines/README.md for every key)");
         }
@@ -267,7 +268,7 @@ path = "o.ndjson"
         let t = OK.replace("path = \"o.ndjson\"", "path = \"o.ndjson\"\ncompresion = \"x\"");
         let e = parse_str(&t).unwrap_err().0.remove(0);
         assert_eq!(e.path, "sinks.out.compresion", "{e}");
-        assert_eq!(e.line, Some(15), "{e}");
+        assert_eq!(e.line, Some(14), "{e}");
     }
 
     #[test]

@@ -84,7 +84,7 @@ impl Row {
                 if let Some(cut) = out[start..].iter().enumerate().filter(|(_, &b)| b == b',').nth(keep - 1) {
                     let cut = start + cut.0 + 1 + (self.index % 4) as usize;
                     out.truncate(cut.min(out.len()));
-                    // Never end on a separator: that would still be a short but tidy line.
+                    // A cut right after a comma leaves a trailing empty field; drop it.
                     while out.len() > start && out[out.len() - 1] == b',' {
                         out.pop();
                     }

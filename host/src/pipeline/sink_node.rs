@@ -13,8 +13,7 @@ use super::align::{Aligner, Event};
 use super::edge::{Envelope, Outputs};
 use super::msg::{Ack, Request};
 use super::stats::NodeStats;
-use super::stage::record_bytes;
-use crate::batch::{Batch, RecordMeta};
+use crate::batch::Batch;
 use crate::retry::RetryPolicy;
 use crate::sink::{dlq, Sink, SinkError};
 
@@ -97,8 +96,14 @@ impl SinkNode {
         self.stats.add_in(n);
         self.stats.batches.fetch_add(1, Relaxed);
         let started = Instant::now();
-        let batch = match crate::convert::to_format(batch.clone(), self.sink.takes()) {
-            Ok(b) => b,
+        let batch = match crate::convert::to_format_lenient(batch.clone(), self.sink.takes()) {
+            Ok((converted, refused)) => {
+                self.refuse(&batch, refused.into_iter().map(|r| (r.index, r.code, r.message)).collect()).await?;
+                if converted.is_empty() {
+                    return Ok(());
+                }
+                converted
+            }
             Err(e) => {
                 let msg = format!("cannot convert the batch to {} for this sink: {e}", self.sink.takes());
                 let all: Vec<(usize, String, String)> = (0..n).map(|i| (i, "convert_error".to_string(), msg.clone())).collect();
@@ -124,13 +129,7 @@ impl SinkNode {
             return Ok(());
         }
         self.stats.add_rejected(refused.len());
-        let entries: Vec<(RecordMeta, Vec<u8>)> = refused
-            .into_iter()
-            .map(|(i, code, msg)| {
-                let m = &batch.meta[i];
-                (m.clone(), dlq::entry(&self.node, &code, &msg, &batch.origin, m, &record_bytes(batch, i)))
-            })
-            .collect();
+        let entries = dlq::entries(&self.node, batch, refused.iter().map(|(i, c, m)| (*i, c.as_str(), m.as_str())));
         if self.out.dlq.is_none() {
             // The DLQ itself refusing records would lose them: fail loudly instead.
             return Err(SinkError::Io { sink: self.node.clone(), message: format!("refused {} records and has no DLQ", entries.len()), retryable: false });

@@ -71,8 +71,17 @@ impl StageNode {
         self.stats.add_in(n);
         self.stats.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let takes = wire::from_wit_format(self.plugin.info().takes);
-        let batch = match crate::convert::to_format(batch.clone(), takes) {
-            Ok(b) => b,
+        let batch = match crate::convert::to_format_lenient(batch.clone(), takes) {
+            Ok((converted, refused)) => {
+                // Records the conversion cannot represent go to the DLQ; the rest go on.
+                let entries = dlq::entries(&self.node, &batch, refused.iter().map(|r| (r.index, r.code.as_str(), r.message.as_str())));
+                self.stats.add_rejected(entries.len());
+                self.out.blocking_dead_letters(&batch.origin, entries)?;
+                if converted.is_empty() {
+                    return Ok(());
+                }
+                converted
+            }
             Err(e) => {
                 let msg = format!("cannot convert the batch to {takes} for plugin {}: {e}", self.plugin.name());
                 return self.quarantine(&batch, "convert_error", &msg);
@@ -143,15 +152,7 @@ impl StageNode {
     }
 
     fn emit(&mut self, input: &Batch, out: Checked) -> Result<(), super::edge::Closed> {
-        let entries: Vec<(RecordMeta, Vec<u8>)> = out
-            .rejected
-            .iter()
-            .map(|r| {
-                let i = r.index as usize;
-                let m = &input.meta[i];
-                (m.clone(), dlq::entry(&self.node, &r.code, &r.message, &input.origin, m, &record_bytes(input, i)))
-            })
-            .collect();
+        let entries = dlq::entries(&self.node, input, out.rejected.iter().map(|r| (r.index as usize, r.code.as_str(), r.message.as_str())));
         self.stats.add_rejected(entries.len());
         self.out.blocking_dead_letters(&input.origin, entries)?;
         if !out.meta.is_empty() {
@@ -163,12 +164,7 @@ impl StageNode {
 
     /// Send every record of the batch to the DLQ with the reason.
     fn quarantine(&mut self, batch: &Batch, code: &str, message: &str) -> Result<(), super::edge::Closed> {
-        let entries = (0..batch.len())
-            .map(|i| {
-                let m = &batch.meta[i];
-                (m.clone(), dlq::entry(&self.node, code, message, &batch.origin, m, &record_bytes(batch, i)))
-            })
-            .collect();
+        let entries = dlq::entries(&self.node, batch, (0..batch.len()).map(|i| (i, code, message)));
         self.stats.add_rejected(batch.len());
         self.out.blocking_dead_letters(&batch.origin, entries)
     }
@@ -178,14 +174,6 @@ struct Checked {
     data: BatchData,
     meta: Vec<RecordMeta>,
     rejected: Vec<crate::plugin::bindings::types::Rejection>,
-}
-
-/// The original bytes of record `i`, for the DLQ.
-pub fn record_bytes(b: &Batch, i: usize) -> Vec<u8> {
-    match &b.data {
-        BatchData::Json(j) => j.get(i).to_vec(),
-        BatchData::Arrow(rb) => crate::convert::row_json(rb, i),
-    }
 }
 
 /// Stage keyed state for the checkpoint (hex pairs; `None` when empty).

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::file::FileSink;
 use super::SinkError;
-use crate::batch::{Origin, RecordMeta};
+use crate::batch::{Batch, Origin, RecordMeta};
 
 /// One dead letter, as written.
 #[derive(Debug, Serialize)]
@@ -46,6 +46,22 @@ pub fn entry(node: &str, code: &str, message: &str, origin: &Origin, meta: &Reco
         time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     };
     serde_json::to_vec(&e).expect("a dead letter always serializes")
+}
+
+/// Dead letters for records of `batch` picked by index, each with its
+/// code and message, ready for `Outputs::dead_letters`.
+pub fn entries<'a>(
+    node: &str,
+    batch: &Batch,
+    picked: impl IntoIterator<Item = (usize, &'a str, &'a str)>,
+) -> Vec<(RecordMeta, Vec<u8>)> {
+    picked
+        .into_iter()
+        .map(|(i, code, message)| {
+            let m = &batch.meta[i];
+            (m.clone(), entry(node, code, message, &batch.origin, m, &batch.record_json(i)))
+        })
+        .collect()
 }
 
 /// The DLQ sink: an NDJSON file sink (`name` appears in its errors and logs).

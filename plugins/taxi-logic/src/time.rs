@@ -116,6 +116,32 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     in_range(ms)
 }
 
+/// [`parse_timestamp`] remembering the last calendar date: consecutive trips
+/// mostly share a day, and the date arithmetic is the costly part.
+#[derive(Default)]
+pub struct DateCache {
+    date: [u8; 10],
+    days: i64,
+}
+
+impl DateCache {
+    #[inline]
+    pub fn parse(&mut self, s: &str) -> Option<i64> {
+        let b = s.as_bytes();
+        if b.len() >= 19 && b[..10] == self.date && self.date[4] == b'-' {
+            return parse_iso_with_days(b, self.days);
+        }
+        let ms = parse_timestamp(s)?;
+        if b.len() >= 19 && b[4] == b'-' {
+            // Only cache dates that parsed as an ISO date.
+            self.date.copy_from_slice(&b[..10]);
+            let y = digits(&b[0..4])? as i64;
+            self.days = days_from_civil(y, digits(&b[5..7])?, digits(&b[8..10])?);
+        }
+        Some(ms)
+    }
+}
+
 /// Epoch milliseconds from a JSON/Arrow number, if it is a representable instant.
 pub fn from_epoch_ms_f64(v: f64) -> Option<i64> {
     if !v.is_finite() {
@@ -134,16 +160,27 @@ pub fn in_range(ms: i64) -> Option<i64> {
 }
 
 fn parse_iso(b: &[u8]) -> Option<i64> {
-    if b[7] != b'-' || !(b[10] == b' ' || b[10] == b'T') || b[13] != b':' || b[16] != b':' {
+    if b[7] != b'-' {
         return None;
     }
     let y = digits(&b[0..4])? as i64;
     let mo = digits(&b[5..7])?;
     let d = digits(&b[8..10])?;
+    if y == 0 || !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) {
+        return None;
+    }
+    parse_iso_with_days(b, days_from_civil(y, mo, d))
+}
+
+/// The time part of an ISO timestamp whose date (`b[..10]`, already checked) is `days`.
+fn parse_iso_with_days(b: &[u8], days: i64) -> Option<i64> {
+    if !(b[10] == b' ' || b[10] == b'T') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
     let h = digits(&b[11..13])?;
     let mi = digits(&b[14..16])?;
     let sec = digits(&b[17..19])?;
-    if y == 0 || !(1..=12).contains(&mo) || d == 0 || d > days_in_month(y, mo) || h > 23 || mi > 59 || sec > 59 {
+    if h > 23 || mi > 59 || sec > 59 {
         return None;
     }
     let mut rest = &b[19..];
@@ -180,7 +217,6 @@ fn parse_iso(b: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    let days = days_from_civil(y, mo, d);
     let ms = days * MS_PER_DAY
         + (h as i64 * 3600 + mi as i64 * 60 + sec as i64) * 1000
         + milli as i64
@@ -259,6 +295,17 @@ mod tests {
             assert_eq!(parse_timestamp(s), None, "{s:?}");
         }
         assert_eq!(parse_timestamp("2016-02-29 00:00:00"), Some(1_456_704_000_000));
+    }
+
+    #[test]
+    fn date_cache_agrees_with_the_parser() {
+        let mut c = DateCache::default();
+        for s in [
+            "2016-03-14 17:24:55", "2016-03-14 18:00:00", "2016-03-14T18:00:00+01:00", "2016-03-14 25:00:00",
+            "2016-03-15 00:00:00", "1457976295000", "2016-03-15 00:00:01", "2016-02-30 00:00:00", "2016-02-30 00:00:01",
+        ] {
+            assert_eq!(c.parse(s), parse_timestamp(s), "{s}");
+        }
     }
 
     #[test]

@@ -262,8 +262,11 @@ impl Sink for ParquetSink {
             BatchData::Arrow(b) => (b.clone(), Vec::new(), None),
             BatchData::Json(j) => {
                 let (b, bad) = crate::convert::json_to_arrow_lenient(j).map_err(|e| self.io(e.to_string()))?;
-                let kept = (!bad.is_empty())
-                    .then(|| (0..j.len()).filter(|i| !bad.iter().any(|r| r.index == *i)).collect());
+                let kept = (!bad.is_empty()).then(|| {
+                    let mut dropped = vec![false; j.len()];
+                    bad.iter().for_each(|r| dropped[r.index] = true);
+                    (0..j.len()).filter(|&i| !dropped[i]).collect()
+                });
                 (b, bad, kept)
             }
         };

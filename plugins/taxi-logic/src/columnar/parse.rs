@@ -119,7 +119,7 @@ fn convert<T: ArrowPrimitiveType>(
     field: usize,
     n: usize,
     rj: &mut Rejects,
-    fast: impl Fn(&str) -> Option<T::Native>,
+    mut fast: impl FnMut(&str) -> Option<T::Native>,
     conv: impl Fn(&Cell) -> Result<Option<T::Native>, Bad>,
 ) -> PrimitiveArray<T> {
     let mut values = Vec::with_capacity(n);
@@ -130,14 +130,19 @@ fn convert<T: ArrowPrimitiveType>(
         _ => None,
     };
     for i in 0..n {
-        if let Some(a) = utf8.filter(|a| a.is_valid(i)) {
-            if let Some(v) = fast(a.value(i)) {
-                values.push(v);
-                valid.push(true);
-                continue;
-            }
-        }
-        let v = match conv(&reader.cell(i)) {
+        let cell = match utf8 {
+            Some(a) if a.is_null(i) => Cell::Null,
+            Some(a) => match fast(a.value(i)) {
+                Some(v) => {
+                    values.push(v);
+                    valid.push(true);
+                    continue;
+                }
+                None => reader.cell(i),
+            },
+            None => reader.cell(i),
+        };
+        let v = match conv(&cell) {
             Ok(Some(v)) => Some(v),
             Ok(None) => {
                 if FIELDS[field].required {
@@ -186,7 +191,9 @@ where
         return a;
     }
     let (lo, hi) = int_bounds(FIELDS[field].kind);
-    let fast = |s: &str| s.parse::<i64>().ok().filter(|v| (lo..=hi).contains(v)).and_then(|v| T::Native::try_from(v).ok());
+    let fast = |s: &str| {
+        rules::fast_i64(s.as_bytes()).filter(|v| (lo..=hi).contains(v)).and_then(|v| T::Native::try_from(v).ok())
+    };
     convert::<T>(&Reader::new(col), field, n, rj, fast, |c| {
         // to_int checked the kind's bounds, so the narrowing cannot fail.
         Ok(rules::to_int(field, c, lo, hi)?.and_then(|v| T::Native::try_from(v).ok()))
@@ -205,7 +212,8 @@ fn timestamps(col: Option<&ArrayRef>, field: usize, n: usize, rj: &mut Rejects) 
         }
         return a;
     }
-    convert::<TimestampMillisecondType>(&Reader::new(col), field, n, rj, crate::time::parse_timestamp, |c| {
+    let mut cache = crate::time::DateCache::default();
+    convert::<TimestampMillisecondType>(&Reader::new(col), field, n, rj, |s| cache.parse(s), |c| {
         rules::to_timestamp(field, c)
     })
         .with_timezone(TIMEZONE)
