@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::batch::{Batch, BatchData, Format, Origin, RecordMeta};
+use crate::batch::{Batch, BatchData, Format, Origin};
 use crate::plugin::{host, wire, PluginEngine, PluginSpec, TransformPlugin};
 use crate::source::rows::RowBatcher;
 
@@ -47,20 +47,16 @@ fn inputs(args: &BenchArgs) -> Inputs {
     let mut out = Inputs { json: Vec::new(), arrow: Vec::new(), rows: 0 };
     for (format, into) in [(Format::Json, &mut out.json), (Format::Arrow, &mut out.arrow)] {
         let mut b = RowBatcher::new(format, columns.clone());
-        let mut line = Vec::new();
-        let mut rec = csv::ByteRecord::new();
-        for i in 0..args.rows {
-            line.clear();
-            crate::gen::row(&opts, i).write_csv(&mut line);
-            let text = line.strip_suffix(b"\n").unwrap_or(&line);
-            let mut r = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text);
-            if r.read_byte_record(&mut rec).is_ok() {
-                b.push_csv(RecordMeta::line(i), &rec, text);
+        let mut text = Vec::new();
+        for start in (0..args.rows).step_by(args.batch.max(1)) {
+            text.clear();
+            for i in start..(start + args.batch as u64).min(args.rows) {
+                crate::gen::row(&opts, i).write_csv(&mut text);
+                text.push(b'\n');
             }
-            if b.len() >= args.batch || i + 1 == args.rows {
-                if let (Some(batch), _) = b.take(&origin) {
-                    into.push(batch);
-                }
+            b.push_csv_text(&text, start);
+            if let (Some(batch), _) = b.take(&origin) {
+                into.push(batch);
             }
         }
     }

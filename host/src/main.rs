@@ -43,6 +43,8 @@ enum Cmd {
     },
     /// Measure validate+enrich: native vs Wasm, JSON vs Arrow, and end to end.
     Bench(sluice::bench::BenchArgs),
+    /// Put a CSV/NDJSON file of trips into a Kinesis stream (the seed's KPL producer, done right).
+    Produce(sluice::produce::ProduceArgs),
 }
 
 #[derive(Subcommand)]
@@ -95,6 +97,20 @@ fn main() {
                 }
             }
             Cmd::Bench(b) => sluice::bench::run(b).await,
+            Cmd::Produce(args) => match sluice::produce::run(args).await {
+                Ok(report) => {
+                    eprintln!("produce: {report}");
+                    if report.success() {
+                        0
+                    } else {
+                        1
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            },
         }
     });
     std::process::exit(code);

@@ -160,20 +160,37 @@ async fn restart_from_a_checkpoint_reads_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let plain = rows("p", 900, 0);
     produce(&emu, "restart", dir.path(), "plain", &plain, false).await;
-    // Aggregates too, with small batches, so a barrier can fall inside one.
+    // Aggregates too, small ones so each shard has several.
     let packed = rows("a", 900, 1);
-    produce(&emu, "restart", dir.path(), "packed", &packed, true).await;
+    let file = dir.path().join("packed.ndjson");
+    write_ndjson(&file, &packed);
+    let mut args = emu.produce_args("restart", &file);
+    args.aggregate = true;
+    args.aggregate_max_bytes = 4096;
+    let report = sluice::produce::run(args).await.unwrap();
+    assert!(report.success() && report.kinesis_records > 20, "{report}");
     let all: Vec<_> = plain.iter().chain(&packed).cloned().collect();
 
     let mut first = start_source(emu.spec("restart"), None, 7);
-    first.until_records(700, T).await;
-    let state = first.checkpoint(1, false).await;
+    // Checkpoint every ~50 records until a barrier falls inside an aggregate
+    // (batches of 7 out of aggregates of about 40), the hardest resume point.
+    let mut epoch = 0;
+    let state = loop {
+        epoch += 1;
+        let n = first.records().len();
+        first.until_records(n + 50, T).await;
+        let state = first.checkpoint(epoch, false).await;
+        let parsed = SourceState::from_json(&state).unwrap();
+        if parsed.shards.values().any(|p| !p.whole && p.sub > 0) {
+            break state;
+        }
+        assert!(epoch < 30, "no barrier fell inside an aggregate: {parsed:?}");
+    };
     // Read on past the checkpoint: these are not covered by it.
-    let covered: Vec<Rec> = first.records_before(1).into_iter().cloned().collect();
-    first.until_records(covered.len() + 300, T).await;
+    let covered: Vec<Rec> = first.records_before(epoch).into_iter().cloned().collect();
+    let n = first.records().len();
+    first.until_records((n + 100).min(all.len()), T).await;
     first.kill();
-    let parsed = SourceState::from_json(&state).unwrap();
-    assert!(!parsed.shards.is_empty());
 
     let mut second = start_source(emu.spec("restart"), Some(state), 7);
     let remaining = all.len() - covered.len();

@@ -24,9 +24,12 @@ die() { say "error: $*"; exit 1; }
 
 install() {
     command -v node >/dev/null || die "node is not installed (apt-get install nodejs npm)"
+    mkdir -p "$BASE"
+    # Tests start emulators in parallel: one installer at a time.
+    exec 9>"$BASE/.install.lock"
+    flock 9
     if [[ ! -f "$PKG/main.js" ]] || ! grep -q "\"version\" *: *\"$VERSION\"" "$PKG/package.json"; then
         command -v npm >/dev/null || die "npm is not installed (apt-get install npm)"
-        mkdir -p "$BASE"
         say "installing kinesis-local@$VERSION into $BASE"
         (cd "$BASE" && npm install --no-audit --no-fund --no-save --loglevel=error "kinesis-local@$VERSION" >&2) \
             || die "npm install kinesis-local@$VERSION failed"
@@ -38,6 +41,8 @@ install() {
         grep -q 'em("127.0.0.1")' "$loop.tmp" || { rm -f "$loop.tmp"; die "bind address literal not found in main.js (version changed?)"; }
         mv "$loop.tmp" "$loop"
     fi
+    flock -u 9
+    exec 9>&-
     echo "$loop"
 }
 

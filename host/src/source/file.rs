@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::rows::{Malformed, RowBatcher};
+use super::rows::{join_fields, Malformed, RowBatcher};
 use super::{emit, SourceCtx, SourceError};
 use crate::batch::{Batch, Format, Origin, RecordMeta};
 use crate::config::{FileFormat, FileSourceSpec};
@@ -172,26 +172,5 @@ impl Reader {
             send(&mut batcher, &pos);
         }
         Ok(())
-    }
-}
-
-/// The record as CSV text again (for the DLQ and byte accounting).
-fn join_fields(rec: &csv::ByteRecord, out: &mut Vec<u8>) {
-    for (i, f) in rec.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        if f.iter().any(|&b| b == b',' || b == b'"' || b == b'\n') {
-            out.push(b'"');
-            for &b in f {
-                if b == b'"' {
-                    out.push(b'"');
-                }
-                out.push(b);
-            }
-            out.push(b'"');
-        } else {
-            out.extend_from_slice(f);
-        }
     }
 }

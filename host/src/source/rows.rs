@@ -62,6 +62,28 @@ impl RowBatcher {
         self.push_values(meta, values.iter().map(|v| (!v.is_empty()).then_some(*v)));
     }
 
+    /// Add CSV rows given as text, one per line; row k gets sequence
+    /// number `first + k`. One parser for the whole chunk: building a CSV
+    /// reader per line costs more than parsing the line.
+    pub fn push_csv_text(&mut self, text: &[u8], first: u64) {
+        let mut r = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text);
+        let mut rec = csv::ByteRecord::new();
+        let mut raw = Vec::with_capacity(256);
+        let mut seq = first;
+        loop {
+            match r.read_byte_record(&mut rec) {
+                Ok(false) => break,
+                Ok(true) => {
+                    raw.clear();
+                    join_fields(&rec, &mut raw);
+                    self.push_csv(RecordMeta::line(seq), &rec, &raw);
+                }
+                Err(e) => self.malformed.push(Malformed { meta: RecordMeta::line(seq), raw: Vec::new(), message: e.to_string() }),
+            }
+            seq += 1;
+        }
+    }
+
     /// Add one NDJSON line. Arrow batches get a column per known key; keys
     /// not in the header seen so far are dropped only for Arrow output (JSON
     /// output keeps the document as it is).
@@ -153,5 +175,26 @@ impl RowBatcher {
             }
         };
         (Some(Batch { origin: origin.clone(), meta, data }), malformed)
+    }
+}
+
+/// The record as CSV text again (for the DLQ and byte accounting).
+pub fn join_fields(rec: &csv::ByteRecord, out: &mut Vec<u8>) {
+    for (i, f) in rec.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if f.iter().any(|&b| b == b',' || b == b'"' || b == b'\n') {
+            out.push(b'"');
+            for &b in f {
+                if b == b'"' {
+                    out.push(b'"');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(f);
+        }
     }
 }

@@ -14,12 +14,14 @@
 //! - [`schema`]   — the Arrow schemas of validated and enriched records
 //! - [`time`]     — timestamp parsing/formatting, civil calendar
 //! - [`rules`]    — field table, value conversions, range checks, haversine
+//! - [`num`]      — exact fast paths for parsing numbers
 //! - [`json`]     — the JSON form
 //! - [`columnar`] — the Arrow form
 
 pub mod columnar;
 pub mod config;
 pub mod json;
+pub mod num;
 pub mod rules;
 pub mod schema;
 pub mod time;

@@ -211,6 +211,15 @@ mod tests {
     }
 
     #[test]
+    fn parses_as_a_pipeline_source() {
+        let s: crate::config::SourceSpec =
+            toml::from_str("type = \"kinesis\"\nstream = \"taxi\"\npoll_interval = \"250ms\"\nretry = { max_attempts = 2 }").unwrap();
+        let crate::config::SourceSpec::Kinesis(k) = s else { panic!("not a kinesis source") };
+        assert_eq!((k.stream.as_str(), k.poll_interval.0, k.retry_policy().max_attempts), ("taxi", Duration::from_millis(250), 2));
+        assert!(toml::from_str::<crate::config::SourceSpec>("type = \"kinesis\"\nstream = \"t\"\nstrem = 1").is_err());
+    }
+
+    #[test]
     fn rejects_bad_settings() {
         assert!(parse("stream = \"t\"\nstart_position = \"at_timestamp\"").unwrap_err().contains("needs `timestamp`"));
         assert!(parse("stream = \"t\"\ntimestamp = \"2016-03-14T17:00:00Z\"").unwrap_err().contains("only used"));

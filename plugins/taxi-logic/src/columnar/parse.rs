@@ -174,7 +174,7 @@ fn floats(col: Option<&ArrayRef>, field: usize, n: usize, rj: &mut Rejects) -> F
         }
         return a;
     }
-    convert::<Float64Type>(&Reader::new(col), field, n, rj, |s| rules::fast_f64(s.as_bytes()), |c| {
+    convert::<Float64Type>(&Reader::new(col), field, n, rj, |s| crate::num::fast_f64(s.as_bytes()), |c| {
         rules::to_f64(field, c)
     })
 }
@@ -192,7 +192,7 @@ where
     }
     let (lo, hi) = int_bounds(FIELDS[field].kind);
     let fast = |s: &str| {
-        rules::fast_i64(s.as_bytes()).filter(|v| (lo..=hi).contains(v)).and_then(|v| T::Native::try_from(v).ok())
+        crate::num::fast_i64(s.as_bytes()).filter(|v| (lo..=hi).contains(v)).and_then(|v| T::Native::try_from(v).ok())
     };
     convert::<T>(&Reader::new(col), field, n, rj, fast, |c| {
         // to_int checked the kind's bounds, so the narrowing cannot fail.
