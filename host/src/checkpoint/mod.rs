@@ -3,6 +3,7 @@
 //! positions, state and committed output can never disagree.
 
 pub mod local;
+pub mod s3;
 
 use std::collections::BTreeMap;
 
@@ -42,13 +43,10 @@ pub trait CheckpointStore: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Open the store named in `[checkpoint] dir`.
-pub fn open(dir: &str) -> Result<Box<dyn CheckpointStore>, CheckpointError> {
+/// Open the store named in `[checkpoint] dir`: `s3://bucket/prefix` or a local directory.
+pub async fn open(dir: &str) -> Result<Box<dyn CheckpointStore>, CheckpointError> {
     if dir.starts_with("s3://") {
-        return Err(CheckpointError::Io {
-            store: dir.into(),
-            message: "S3 checkpoint stores are not supported by this build yet; use a local directory".into(),
-        });
+        return Ok(Box::new(s3::S3Store::open(dir).await?));
     }
     Ok(Box::new(local::LocalStore::open(dir.as_ref())?))
 }

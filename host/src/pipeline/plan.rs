@@ -48,10 +48,16 @@ pub fn sink_takes(spec: &SinkSpec) -> Format {
 pub fn build(p: &Pipeline, engine: &PluginEngine, linker: &Linker<HostState>) -> Result<Plan, ConfigErrors> {
     let mut errors = Vec::new();
     for (name, src) in &p.spec.sources {
-        if let crate::config::SourceSpec::File(f) = src {
-            if !std::path::Path::new(&f.path).is_file() {
+        match src {
+            crate::config::SourceSpec::File(f) if !std::path::Path::new(&f.path).is_file() => {
                 errors.push(p.error_at(&["sources", name, "path"], format!("input file {} does not exist", f.path)));
             }
+            crate::config::SourceSpec::Kinesis(k) => {
+                if let Err(e) = k.validate() {
+                    errors.push(p.error_at(&["sources", name], e));
+                }
+            }
+            _ => {}
         }
     }
     let mut stages = BTreeMap::new();

@@ -49,7 +49,7 @@ pub struct RunSummary {
 pub async fn run(p: &Pipeline, plan: Plan, shutdown: watch::Receiver<bool>) -> Result<RunSummary, StartError> {
     let started = Instant::now();
     let spec = &p.spec;
-    let store = checkpoint::open(&spec.checkpoint.dir)?;
+    let store = checkpoint::open(&spec.checkpoint.dir).await?;
     let cp = store.load().await?;
     if let Some(cp) = &cp {
         if cp.pipeline != p.name {

@@ -25,6 +25,11 @@ pub struct ParquetSinkSpec {
     /// checkpoint, which closes (rolls) every open file.
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: ByteSize,
+    /// Memory for row groups being built across all open files. Past it the
+    /// biggest ones are written out early (smaller row groups, bounded RSS:
+    /// with hundreds of open partitions a full row group each would not fit).
+    #[serde(default = "default_max_buffer_bytes")]
+    pub max_buffer_bytes: ByteSize,
     /// When the oldest open file is this old, the sink asks for a checkpoint.
     /// Default: none, so the checkpoint interval decides.
     #[serde(default)]
@@ -138,6 +143,9 @@ fn default_row_group_rows() -> usize {
 }
 fn default_max_file_bytes() -> ByteSize {
     ByteSize(128 << 20)
+}
+fn default_max_buffer_bytes() -> ByteSize {
+    ByteSize(64 << 20)
 }
 
 /// The `nyctaxitrips` columns, from the schema `enrich` emits (one definition

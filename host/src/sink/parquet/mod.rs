@@ -26,11 +26,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use async_trait::async_trait;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression as Codec, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use self::backend::{Backend, BackendError, LocalBackend, Pending, Staged};
@@ -128,11 +129,19 @@ impl ParquetSink {
             Compression::Zstd => Codec::ZSTD(ZstdLevel::default()),
             Compression::None => Codec::UNCOMPRESSED,
         };
-        let props = WriterProperties::builder()
+        let mut props = WriterProperties::builder()
             .set_compression(codec)
             .set_max_row_group_row_count(Some(spec.row_group_rows))
-            .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")));
+        // Measurements, coordinates and times are nearly unique: a dictionary
+        // only costs hashing until the writer gives up on it. Keep dictionaries
+        // for strings, flags and small integers, where they pay.
+        for f in file_schema.fields() {
+            if matches!(f.data_type(), DataType::Float64 | DataType::Int64 | DataType::Timestamp(..)) {
+                props = props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false);
+            }
+        }
+        let props = props.build();
         Ok(ParquetSink {
             name: name.to_owned(),
             spec: spec.clone(),
@@ -175,7 +184,7 @@ impl ParquetSink {
         self.next_n += 1;
         let key = if dir.is_empty() { name } else { format!("{dir}/{name}") };
         let staged = self.backend.create(&key).await.map_err(|e| backend_err(&self.name, e))?;
-        let writer = ArrowWriter::try_new(Vec::with_capacity(DRAIN_BYTES), self.file_schema.clone(), Some(self.props.clone()))
+        let writer = ArrowWriter::try_new(Vec::new(), self.file_schema.clone(), Some(self.props.clone()))
             .map_err(|e| self.io(format!("cannot start {key}: {e}")))?;
         Ok(OpenFile { writer, staged, key, rows: 0, opened: Instant::now(), held: Vec::new(), held_rows: 0 })
     }
@@ -196,6 +205,30 @@ impl ParquetSink {
         }
         if self.held_rows >= COALESCE_TOTAL_ROWS {
             self.encode_all_held().await?;
+            self.bound_buffers().await?;
+        }
+        Ok(())
+    }
+
+    /// Keep encoded-but-unwritten row groups under `max_buffer_bytes` by
+    /// closing the largest ones early.
+    async fn bound_buffers(&mut self) -> Result<(), SinkError> {
+        let budget = self.spec.max_buffer_bytes.0 as usize;
+        let mut total: usize = self.open.values().map(|f| f.writer.in_progress_size()).sum();
+        if total <= budget {
+            return Ok(());
+        }
+        let mut sizes: Vec<(usize, String)> = self.open.iter().map(|(k, f)| (f.writer.in_progress_size(), k.clone())).collect();
+        sizes.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        for (size, dir) in sizes {
+            if total <= budget / 2 {
+                break;
+            }
+            let f = self.open.get_mut(&dir).expect("open file");
+            f.writer.flush().map_err(|e| SinkError::Io { sink: self.name.clone(), message: format!("cannot flush {}: {e}", f.key), retryable: false })?;
+            let bytes = std::mem::take(f.writer.inner_mut());
+            f.staged.write(&bytes).await.map_err(|e| backend_err(&self.name, e))?;
+            total -= size;
         }
         Ok(())
     }
