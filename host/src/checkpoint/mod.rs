@@ -27,7 +27,7 @@ pub struct Checkpoint {
 pub enum CheckpointError {
     #[error("checkpoint store {store}: {message}")]
     Io { store: String, message: String },
-    #[error("checkpoint store {store} is in use by another sluice process ({message}); stop it or use another checkpoint dir")]
+    #[error("checkpoint store {store} is in use by another sluice process ({message}); stop it or use another checkpoint dir or prefix")]
     Locked { store: String, message: String },
     #[error("checkpoint in {store} is unreadable: {message}; move it away to start from scratch")]
     Corrupt { store: String, message: String },

@@ -318,9 +318,8 @@ impl Shared {
             if !(orphaned || expired) {
                 let left = Duration::from_millis(held.ttl_ms).saturating_sub(age);
                 return Err(self.locked(format!(
-                    "another sluice process is checkpointing to {} (host {}, pid {}, last heartbeat {}s ago); \
-                     stop it or use another prefix — if it is gone, its lease expires in {}s",
-                    self.url,
+                    "lease {} held by host {}, pid {}, last heartbeat {}s ago; if that process is gone, the lease expires in {}s",
+                    self.url.key(LOCK),
                     held.host,
                     held.pid,
                     age.as_secs(),
@@ -343,10 +342,7 @@ impl Shared {
         let key = self.url.key(LOCK);
         let mut guard = self.lease_etag.lock().await;
         let Some(etag) = guard.clone() else {
-            return Err(self.locked(format!(
-                "this process lost its lease s3://{}/{key} (taken over by another sluice process); stop it or use another prefix",
-                self.url.bucket
-            )));
+            return Err(self.locked(format!("this process lost its lease s3://{}/{key} to another one", self.url.bucket)));
         };
         match self.put_if(&key, &self.lease_body(), Some(&etag)).await? {
             Ok(t) => {
@@ -356,8 +352,7 @@ impl Shared {
             Err(()) => {
                 *guard = None;
                 Err(self.locked(format!(
-                    "another sluice process took over the lease s3://{}/{key} (this one was paused or cut off longer than {}s); \
-                     stop it or use another prefix",
+                    "it took over the lease s3://{}/{key} while this one was paused or cut off for more than {}s",
                     self.url.bucket,
                     self.opts.lease_ttl.as_secs()
                 )))
@@ -457,9 +452,8 @@ impl CheckpointStore for S3Store {
                 Ok(())
             }
             Err(()) => Err(s.locked(format!(
-                "s3://{}/{key} was written by another sluice process since this one read it; \
-                 another sluice process is checkpointing to {}; stop it or use another prefix",
-                s.url.bucket, s.url
+                "s3://{}/{key} was written by another process since this one read it; nothing was overwritten",
+                s.url.bucket
             ))),
         }
     }

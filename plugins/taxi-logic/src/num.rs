@@ -126,7 +126,7 @@ mod tests {
             let s = match x % 5 {
                 0 => format!("-73.{:0digits$}", x % 10u64.pow(digits as u32)),
                 1 => format!("{}.{}", x % 1000, x % 10u64.pow(digits as u32)),
-                2 if x % 3 == 0 => format!("-7{}.{:016}", x % 10, x % 10u64.pow(16)),
+                2 if x.is_multiple_of(3) => format!("-7{}.{:016}", x % 10, x % 10u64.pow(16)),
                 2 => format!("{}", x >> (x % 64)),
                 3 => format!(".{}", x % 1_000_000),
                 _ => format!("{:?}", f64::from_bits(x >> 2)),

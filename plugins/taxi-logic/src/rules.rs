@@ -167,9 +167,9 @@ pub fn to_int(field: usize, cell: &Cell, min: i64, max: i64) -> Result<Option<i6
         t.parse::<i64>().ok().or_else(|| from_float(t.parse::<f64>().ok()?))
     }
     fn from_float(v: f64) -> Option<i64> {
-        // 2^63 is exactly representable; anything at or beyond it does not fit.
-        (v.is_finite() && v.fract() == 0.0 && v >= -9.223_372_036_854_775_808e18 && v < 9.223_372_036_854_775_808e18)
-            .then_some(v as i64)
+        // ±2^63 are exactly representable; -2^63 fits in i64, 2^63 does not.
+        const TWO_63: f64 = 9_223_372_036_854_775_808.0;
+        (v.fract() == 0.0 && (-TWO_63..TWO_63).contains(&v)).then_some(v as i64)
     }
     let v = match cell {
         c if c.is_missing() => return Ok(None),

@@ -32,10 +32,10 @@ pub fn good(i: usize) -> Row {
         format!("{:.6}", 40.75 + (i % 50) as f64 * 0.001),
         format!("{:.6}", -73.95 - (i % 70) as f64 * 0.001),
         format!("{:.6}", 40.70 + (i % 30) as f64 * 0.002),
-        if i % 10 == 0 { "Y".to_owned() } else { "N".to_owned() },
-        if i % 3 == 0 { format!("{:.3}", 1.5 + i as f64 % 7.0) } else { String::new() },
-        if i % 4 == 0 { format!("{}", 60 + i % 1000) } else { String::new() },
-        if i % 5 == 0 { "3.25".to_owned() } else { String::new() },
+        if i.is_multiple_of(10) { "Y".to_owned() } else { "N".to_owned() },
+        if i.is_multiple_of(3) { format!("{:.3}", 1.5 + i as f64 % 7.0) } else { String::new() },
+        if i.is_multiple_of(4) { format!("{}", 60 + i % 1000) } else { String::new() },
+        if i.is_multiple_of(5) { "3.25".to_owned() } else { String::new() },
         String::new(),
     ];
     cells.map(Some)
