@@ -53,13 +53,14 @@ patch_kinesis_local() {
         (cd "$dir" && npm install --no-audit --no-fund --no-save --loglevel=error --prefix "$dir" \
             "kinesis-local@$KL_VERSION" >&2) || die "npm install kinesis-local@$KL_VERSION failed"
     fi
-    if ! grep -q 'em("127.0.0.1")' "$main"; then
-        sed -i 's/em("0\.0\.0\.0")/em("127.0.0.1")/' "$main"
-        grep -q 'em("127.0.0.1")' "$main" || die "bind address literal not found in $main (version changed?)"
+    # The one "0.0.0.0" literal is the host both servers (plain and TLS) bind; its
+    # minified wrapper differs between versions (0.5.2: Ce("0.0.0.0"), 0.6.2: em(...)).
+    if grep -q '"0\.0\.0\.0"' "$main"; then
+        [[ "$(grep -o '"0\.0\.0\.0"' "$main" | wc -l)" == 1 ]] || die "several 0.0.0.0 literals in $main (version changed?)"
+        sed -i 's/("0\.0\.0\.0")/("127.0.0.1")/' "$main"
+        ! grep -q '"0\.0\.0\.0"' "$main" || die "could not patch the bind address in $main"
         say "patched $main to bind 127.0.0.1"
     fi
-    # The TLS port opens too; grep for any remaining wildcard bind as a guard.
-    ! grep -q 'em("0\.0\.0\.0")' "$main" || die "$main still binds 0.0.0.0"
 }
 
 install() {

@@ -198,16 +198,8 @@ const NUMERIC: [Field; 6] = [
     Field::DropoffLatitude,
 ];
 
-/// Mean Earth radius (IUGG) in km, the same as enrich's haversine.
-const EARTH_RADIUS_KM: f64 = 6371.0088;
-
-pub fn haversine_km(lon1: f64, lat1: f64, lon2: f64, lat2: f64) -> f64 {
-    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
-    let dp = p2 - p1;
-    let dl = (lon2 - lon1).to_radians();
-    let a = (dp * 0.5).sin().powi(2) + p1.cos() * p2.cos() * (dl * 0.5).sin().powi(2);
-    2.0 * EARTH_RADIUS_KM * a.sqrt().min(1.0).asin()
-}
+/// The same distance enrich computes (one definition, in taxi-logic).
+pub use taxi_logic::rules::haversine_km;
 
 fn clamp_lon(v: f64) -> f64 {
     v.clamp(LON_RANGE.0, LON_RANGE.1)

@@ -85,10 +85,10 @@ impl Coordinator {
                         }
                     }
                     Some(Request::Failed { node, error }) => return Err(RunError::Node { node, error }),
-                    None => return Err(RunError::Incomplete("every node stopped".into())),
+                    None => return Err(self.stopped().await),
                 },
                 ack = self.acks.recv() => {
-                    let Some(ack) = ack else { return Err(RunError::Incomplete("every node stopped".into())) };
+                    let Some(ack) = ack else { return Err(self.stopped().await) };
                     let Some(f) = in_flight.as_mut() else {
                         warn!(node = %ack.node, epoch = ack.epoch, "acknowledgement with no checkpoint in flight");
                         continue;
@@ -109,6 +109,20 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// Every node is gone. A failing node reports on `requests` before its
+    /// ack sender drops, so prefer its error: it says what went wrong.
+    /// The failure report may still be on its way (a source's task reports
+    /// after it ended), so wait for it briefly.
+    async fn stopped(&mut self) -> RunError {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(req)) = tokio::time::timeout_at(deadline, self.requests.recv()).await {
+            if let Request::Failed { node, error } = req {
+                return RunError::Node { node, error };
+            }
+        }
+        RunError::Incomplete("every node stopped".into())
     }
 
     fn trigger(&mut self, last: bool) -> InFlight {

@@ -71,7 +71,9 @@ impl StageNode {
         self.stats.add_in(n);
         self.stats.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let takes = wire::from_wit_format(self.plugin.info().takes);
-        let batch = match crate::convert::to_format_lenient(batch.clone(), takes) {
+        // `raw` is what the DLQ shows for a record: the record as it arrived,
+        // not the host's conversion of it (same indexes as `batch`).
+        let (batch, raw) = match crate::convert::to_format_lenient(batch.clone(), takes) {
             Ok((converted, refused)) => {
                 // Records the conversion cannot represent go to the DLQ; the rest go on.
                 let entries = dlq::entries(&self.node, &batch, refused.iter().map(|r| (r.index, r.code.as_str(), r.message.as_str())));
@@ -80,7 +82,8 @@ impl StageNode {
                 if converted.is_empty() {
                     return Ok(());
                 }
-                converted
+                let raw = if refused.is_empty() { batch } else { converted.clone() };
+                (converted, raw)
             }
             Err(e) => {
                 let msg = format!("cannot convert the batch to {takes} for plugin {}: {e}", self.plugin.name());
@@ -97,12 +100,12 @@ impl StageNode {
         }
         self.stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         match result {
-            Ok(out) => self.emit(&batch, out),
+            Ok(out) => self.emit(&batch, &raw, out),
             Err(e) => {
                 warn!(error = %e, records = n, "plugin failed twice; isolating the offending records");
                 self.stats.failed_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut budget = ISOLATION_CALLS;
-                self.isolate(&batch, e, &mut budget)
+                self.isolate(&batch, &raw, e, &mut budget)
             }
         }
     }
@@ -112,22 +115,23 @@ impl StageNode {
     /// fail the failure is not about particular records (a plugin that traps
     /// on everything): both are quarantined without further calls. A call
     /// budget bounds the rest, because each failing call may cost a timeout.
-    fn isolate(&mut self, batch: &Batch, error: PluginError, budget: &mut u32) -> Result<(), super::edge::Closed> {
+    fn isolate(&mut self, batch: &Batch, raw: &Batch, error: PluginError, budget: &mut u32) -> Result<(), super::edge::Closed> {
         if batch.len() <= 1 || *budget < 2 {
-            return self.quarantine(batch, error.code(), &error.to_string());
+            return self.quarantine(raw, error.code(), &error.to_string());
         }
         *budget -= 2;
-        let mid = batch.len() / 2;
-        let halves = [batch.slice(0, mid), batch.slice(mid, batch.len() - mid)];
+        let (mid, n) = (batch.len() / 2, batch.len());
+        let halves = [batch.slice(0, mid), batch.slice(mid, n - mid)];
+        let raws = [raw.slice(0, mid), raw.slice(mid, n - mid)];
         let results = [self.call(&halves[0]), self.call(&halves[1])];
         if let [Err(a), Err(b)] = &results {
-            self.quarantine(&halves[0], a.code(), &a.to_string())?;
-            return self.quarantine(&halves[1], b.code(), &b.to_string());
+            self.quarantine(&raws[0], a.code(), &a.to_string())?;
+            return self.quarantine(&raws[1], b.code(), &b.to_string());
         }
-        for (half, result) in halves.iter().zip(results) {
+        for ((half, raw), result) in halves.iter().zip(&raws).zip(results) {
             match result {
-                Ok(out) => self.emit(half, out)?,
-                Err(e) => self.isolate(half, e, budget)?,
+                Ok(out) => self.emit(half, raw, out)?,
+                Err(e) => self.isolate(half, raw, e, budget)?,
             }
         }
         Ok(())
@@ -151,8 +155,8 @@ impl StageNode {
         Ok(Checked { data, meta, rejected: out.rejected })
     }
 
-    fn emit(&mut self, input: &Batch, out: Checked) -> Result<(), super::edge::Closed> {
-        let entries = dlq::entries(&self.node, input, out.rejected.iter().map(|r| (r.index as usize, r.code.as_str(), r.message.as_str())));
+    fn emit(&mut self, input: &Batch, raw: &Batch, out: Checked) -> Result<(), super::edge::Closed> {
+        let entries = dlq::entries(&self.node, raw, out.rejected.iter().map(|r| (r.index as usize, r.code.as_str(), r.message.as_str())));
         self.stats.add_rejected(entries.len());
         self.out.blocking_dead_letters(&input.origin, entries)?;
         if !out.meta.is_empty() {

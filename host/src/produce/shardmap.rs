@@ -5,7 +5,7 @@
 use aws_sdk_kinesis::Client;
 use md5::{Digest, Md5};
 
-use crate::source::kinesis::client::{classify, CallError, StreamId};
+use crate::source::kinesis::client::{CallError, StreamId};
 
 #[derive(Debug, Clone, Default)]
 pub struct ShardMap {
@@ -16,28 +16,15 @@ pub struct ShardMap {
 impl ShardMap {
     pub async fn load(client: &Client, stream: &StreamId) -> Result<Self, CallError> {
         let mut ranges = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let req = match &token {
-                Some(t) => client.list_shards().next_token(t),
-                None => client.list_shards().set_stream_name(stream.name_owned()).set_stream_arn(stream.arn_owned()),
-            };
-            let resp = req.send().await.map_err(|e| classify(&e))?;
-            for s in resp.shards() {
-                let open = s.sequence_number_range().is_none_or(|r| r.ending_sequence_number().is_none());
-                if let (true, Some(h)) = (open, s.hash_key_range()) {
-                    if let (Ok(a), Ok(b)) = (h.starting_hash_key().parse::<u128>(), h.ending_hash_key().parse::<u128>()) {
-                        ranges.push((a, b));
-                    }
+        for s in crate::source::kinesis::shards::list_sdk(client, stream).await? {
+            let open = s.sequence_number_range().is_none_or(|r| r.ending_sequence_number().is_none());
+            if let (true, Some(h)) = (open, s.hash_key_range()) {
+                if let (Ok(a), Ok(b)) = (h.starting_hash_key().parse::<u128>(), h.ending_hash_key().parse::<u128>()) {
+                    ranges.push((a, b));
                 }
             }
-            match resp.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => break,
-            }
         }
-        ranges.sort_unstable();
-        Ok(Self { ranges })
+        Ok(Self::from_ranges(ranges))
     }
 
     pub fn from_ranges(mut ranges: Vec<(u128, u128)>) -> Self {

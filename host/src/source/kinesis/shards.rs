@@ -31,6 +31,11 @@ impl ShardInfo {
 
 /// Every shard of the stream (open and closed within retention), paginated.
 pub async fn list(client: &Client, stream: &StreamId) -> Result<Vec<ShardInfo>, CallError> {
+    Ok(list_sdk(client, stream).await?.iter().map(ShardInfo::from_sdk).collect())
+}
+
+/// ListShards, all pages, as the SDK returns them (the producer needs the hash ranges).
+pub async fn list_sdk(client: &Client, stream: &StreamId) -> Result<Vec<aws_sdk_kinesis::types::Shard>, CallError> {
     let mut out = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -40,7 +45,7 @@ pub async fn list(client: &Client, stream: &StreamId) -> Result<Vec<ShardInfo>, 
             None => client.list_shards().set_stream_name(stream.name_owned()).set_stream_arn(stream.arn_owned()),
         };
         let resp = req.send().await.map_err(|e| classify(&e))?;
-        out.extend(resp.shards().iter().map(ShardInfo::from_sdk));
+        out.extend(resp.shards().iter().cloned());
         match resp.next_token() {
             Some(t) if !t.is_empty() => token = Some(t.to_string()),
             _ => break,
