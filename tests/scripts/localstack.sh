@@ -53,8 +53,8 @@ patch_kinesis_local() {
         (cd "$dir" && npm install --no-audit --no-fund --no-save --loglevel=error --prefix "$dir" \
             "kinesis-local@$KL_VERSION" >&2) || die "npm install kinesis-local@$KL_VERSION failed"
     fi
-    # The one "0.0.0.0" literal is the host both servers (plain and TLS) bind; its
-    # minified wrapper differs between versions (0.5.2: Ce("0.0.0.0"), 0.6.2: em(...)).
+    # The one all-interfaces address literal is the host both servers (plain and TLS) bind; its
+    # minified wrapper differs between versions (0.5.2: Ce(the all-interfaces address), 0.6.2: em(...)).
     if grep -q '"0\.0\.0\.0"' "$main"; then
         [[ "$(grep -o '"0\.0\.0\.0"' "$main" | wc -l)" == 1 ]] || die "several 0.0.0.0 literals in $main (version changed?)"
         sed -i 's/("0\.0\.0\.0")/("127.0.0.1")/' "$main"

@@ -169,3 +169,19 @@ fn enrich_refuses_what_it_cannot_parse_with_the_same_codes() {
     assert_eq!(j.rejected, rejected);
     assert_eq!(codes(&rejected), vec![(1, "bad_timestamp"), (2, "missing_field")]);
 }
+
+#[test]
+fn a_missing_required_column_refuses_every_row() {
+    let rows = vec![good(1), good(2), good(3)];
+    let b = utf8_batch(&rows);
+    let keep: Vec<usize> = (0..b.num_columns()).filter(|&i| b.schema().field(i).name() != "dropoffDate").collect();
+    let b = b.project(&keep).unwrap();
+    let (out, origin, rejected) = columnar::validate(&ValidateConfig::default(), &b);
+    assert_eq!((out.num_rows(), origin.len()), (0, 0));
+    assert_eq!(codes(&rejected), vec![(0, "missing_field"), (1, "missing_field"), (2, "missing_field")]);
+    assert_eq!(rejected[2].message, "missing field dropoffDate");
+    // All-null optional columns stay null and cost nothing.
+    let (out, _, rejected) = columnar::validate(&ValidateConfig::default(), &utf8_batch(&rows));
+    assert!(rejected.is_empty());
+    assert_eq!(out.column_by_name("googleDuration").unwrap().null_count(), 3);
+}

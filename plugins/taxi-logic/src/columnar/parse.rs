@@ -122,44 +122,53 @@ fn convert<T: ArrowPrimitiveType>(
     mut fast: impl FnMut(&str) -> Option<T::Native>,
     conv: impl Fn(&Cell) -> Result<Option<T::Native>, Bad>,
 ) -> PrimitiveArray<T> {
-    let mut values = Vec::with_capacity(n);
-    let mut valid = Vec::with_capacity(n);
-    let mut nulls = 0usize;
     let utf8 = match reader {
         Reader::Utf8(a) => Some(*a),
         _ => None,
     };
-    for i in 0..n {
-        let cell = match utf8 {
-            Some(a) if a.is_null(i) => Cell::Null,
-            Some(a) => match fast(a.value(i)) {
-                Some(v) => {
-                    values.push(v);
-                    valid.push(true);
-                    continue;
-                }
-                None => reader.cell(i),
-            },
-            None => reader.cell(i),
-        };
-        let v = match conv(&cell) {
-            Ok(Some(v)) => Some(v),
-            Ok(None) => {
-                if FIELDS[field].required {
-                    rj.add(i, rank_missing(field), || rules::missing(field));
-                }
-                None
+    // An absent or all-null column (optional CSV fields are often empty) needs no per-row work.
+    let all_null = matches!(reader, Reader::Absent) || utf8.is_some_and(|a| a.null_count() == n);
+    if all_null && n > 0 {
+        if FIELDS[field].required {
+            for i in 0..n {
+                rj.add(i, rank_missing(field), || rules::missing(field));
             }
-            Err(bad) => {
-                rj.add(i, rank_parse(field), || bad);
-                None
-            }
-        };
-        nulls += v.is_none() as usize;
-        valid.push(v.is_some());
-        values.push(v.unwrap_or_default());
+        }
+        return PrimitiveArray::new_null(n);
     }
-    let nulls = (nulls > 0).then(|| NullBuffer::new(BooleanBuffer::from(valid)));
+    // Rows that end up null, in order; usually none.
+    let mut null_rows: Vec<usize> = Vec::new();
+    // `map` over a range collects without per-row capacity checks.
+    let values: Vec<T::Native> = (0..n)
+        .map(|i| {
+            let cell = match utf8 {
+                Some(a) if a.is_null(i) => Cell::Null,
+                Some(a) => match fast(a.value(i)) {
+                    Some(v) => return v,
+                    None => reader.cell(i),
+                },
+                None => reader.cell(i),
+            };
+            match conv(&cell) {
+                Ok(Some(v)) => return v,
+                Ok(None) => {
+                    if FIELDS[field].required {
+                        rj.add(i, rank_missing(field), || rules::missing(field));
+                    }
+                }
+                Err(bad) => rj.add(i, rank_parse(field), || bad),
+            }
+            null_rows.push(i);
+            T::Native::default()
+        })
+        .collect();
+    let nulls = (!null_rows.is_empty()).then(|| {
+        let mut valid = vec![true; n];
+        for i in null_rows {
+            valid[i] = false;
+        }
+        NullBuffer::new(BooleanBuffer::from(valid))
+    });
     PrimitiveArray::new(ScalarBuffer::from(values), nulls)
 }
 
