@@ -3,6 +3,7 @@
 //! Module map (one line each; see ARCHITECTURE.md for the invariants):
 pub mod batch; // the batch type that flows through pipelines: json/arrow data + per-record provenance
 pub mod bench; // `sluice bench`: native vs Wasm, JSON vs Arrow, end to end
+pub mod bench_kinesis; // `sluice bench-kinesis`: Kinesis source read throughput vs a bare GetRecords loop
 pub mod checkpoint; // the checkpoint document and its stores (local dir; S3 with conditional writes and a lease)
 pub mod cli; // what the subcommands do (main.rs is only the clap layer)
 pub mod convert; // host-side JSON <-> Arrow batch conversion, only where neighbouring nodes disagree

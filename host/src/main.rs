@@ -43,6 +43,8 @@ enum Cmd {
     },
     /// Measure validate+enrich: native vs Wasm, JSON vs Arrow, and end to end.
     Bench(sluice::bench::BenchArgs),
+    /// Read throughput of the Kinesis source vs a bare GetRecords loop (on an emulator such as kinesalite).
+    BenchKinesis(sluice::bench_kinesis::Args),
     /// Put a CSV/NDJSON file of trips into a Kinesis stream (the seed's KPL producer, done right).
     Produce(sluice::produce::ProduceArgs),
 }
@@ -97,6 +99,7 @@ fn main() {
                 }
             }
             Cmd::Bench(b) => sluice::bench::run(b).await,
+            Cmd::BenchKinesis(a) => sluice::bench_kinesis::run(a).await,
             Cmd::Produce(args) => match sluice::produce::run(args).await {
                 Ok(report) => {
                     eprintln!("produce: {report}");

@@ -73,6 +73,11 @@ pub struct KinesisSourceSpec {
     /// Wait between GetRecords calls on a shard that returned nothing.
     #[serde(default = "default_poll_interval")]
     pub poll_interval: Dur,
+    /// Read budget per shard for this consumer (Kinesis allows 2 MB/s per
+    /// shard across all polling consumers). "0" turns pacing off: for a
+    /// stream with one consumer or an emulator that enforces no limit.
+    #[serde(default = "default_read_bytes_per_sec")]
+    pub read_bytes_per_sec: crate::config::units::ByteSize,
     /// ListShards period (new shards are also found at each SHARD_END).
     #[serde(default = "default_discovery")]
     pub shard_discovery_interval: Dur,
@@ -93,6 +98,9 @@ fn default_poll_limit() -> u32 {
 fn default_poll_interval() -> Dur {
     Dur(Duration::from_secs(1))
 }
+fn default_read_bytes_per_sec() -> crate::config::units::ByteSize {
+    crate::config::units::ByteSize(2 << 20)
+}
 fn default_discovery() -> Dur {
     Dur(Duration::from_secs(10))
 }
@@ -110,6 +118,7 @@ impl KinesisSourceSpec {
             consumer_name: None,
             poll_limit: default_poll_limit(),
             poll_interval: default_poll_interval(),
+            read_bytes_per_sec: default_read_bytes_per_sec(),
             shard_discovery_interval: default_discovery(),
             format: RecordFormat::default(),
             stop_when_idle: None,

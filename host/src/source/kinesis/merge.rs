@@ -370,6 +370,7 @@ impl Merge {
             tx: self.tx.clone(),
             poll_limit: self.spec.poll_limit as i32,
             poll_interval: self.spec.poll_interval.0,
+            read_bytes_per_sec: self.spec.read_bytes_per_sec.0,
             retry: self.spec.retry_policy(),
             closed: closed.clone(),
         };

@@ -1,8 +1,9 @@
 //! Polling reader: GetRecords in a loop on one shard.
 //!
 //! Per-shard limits are 5 GetRecords calls/s and 2 MB/s, shared by every
-//! polling consumer of the stream: calls are spaced by at least 200 ms and by
-//! the time the last response's bytes take at 2 MB/s. Throttling backs off
+//! polling consumer of the stream: calls start at least 200 ms apart and, after
+//! a response of B bytes, B / `read_bytes_per_sec` after the call started (the
+//! limits are about calls and bytes per second, so the call's own time counts). Throttling backs off
 //! without limit, network errors within the retry policy, and an expired
 //! iterator is replaced from the last record read.
 
@@ -15,7 +16,6 @@ use super::position::StartAt;
 use super::reader::{children, throttle_policy, ReaderCtx, ShardEvent};
 
 const MIN_CALL_SPACING: Duration = Duration::from_millis(200);
-const SHARD_BYTES_PER_SEC: u64 = 2 * 1024 * 1024;
 
 /// Reader task body: reads until SHARD_END (then reports `End`), until the
 /// merge task goes away, or until it fails (then reports `Failed`).
@@ -40,6 +40,7 @@ async fn read_to_end(r: &mut ReaderCtx, mut start: StartAt) -> Result<(), CallEr
     let mut transient = r.retry.start();
     loop {
         tokio::time::sleep_until(next_call).await;
+        let call_start = Instant::now();
         let resp = r
             .client
             .get_records()
@@ -79,7 +80,11 @@ async fn read_to_end(r: &mut ReaderCtx, mut start: StartAt) -> Result<(), CallEr
         transient.reset();
         let now = Instant::now();
         let bytes: u64 = out.records().iter().map(|x| x.data().as_ref().len() as u64).sum();
-        next_call = now + MIN_CALL_SPACING.max(Duration::from_micros(bytes * 1_000_000 / SHARD_BYTES_PER_SEC));
+        let budget = match r.read_bytes_per_sec {
+            0 => Duration::ZERO,
+            rate => Duration::from_micros(bytes.saturating_mul(1_000_000) / rate),
+        };
+        next_call = call_start + MIN_CALL_SPACING.max(budget);
         let n = out.records().len();
         if let Some(last) = out.records().last() {
             // Everything fetched is handed over below: an expired iterator resumes after it.

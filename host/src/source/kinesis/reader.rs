@@ -41,6 +41,8 @@ pub struct ReaderCtx {
     pub tx: mpsc::Sender<ShardEvent>,
     pub poll_limit: i32,
     pub poll_interval: Duration,
+    /// Byte pacing per shard (0 = none).
+    pub read_bytes_per_sec: u64,
     /// For network errors and 5xx.
     pub retry: RetryPolicy,
     /// Set by the merge task when discovery sees the shard closed (fan-out
