@@ -145,6 +145,11 @@ pub async fn run(args: BenchArgs) -> i32 {
 
 fn bench(args: &BenchArgs) -> Result<(), String> {
     println!("sluice bench: {} rows ({}% corrupt), batches of {}, best of {}", args.rows, args.bad_fraction * 100.0, args.batch, args.repeat);
+    // End to end first, while this process is small: a forked child's peak
+    // RSS (wait4) starts at the parent's RSS before `exec`.
+    if !args.no_e2e {
+        end_to_end(args)?;
+    }
     let inp = inputs(args);
     let engine = PluginEngine::new(Some(crate::cli::default_cache_dir())).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
@@ -173,9 +178,6 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     }
     if let [(_, jn, jw), (_, an, aw)] = rows[..] {
         println!("  arrow/json speed-up: native {:.2}x, wasm {:.2}x", an / jn, aw / jw);
-    }
-    if !args.no_e2e {
-        end_to_end(args)?;
     }
     Ok(())
 }
