@@ -15,7 +15,7 @@
 set -euo pipefail
 
 VERSION="${KINESALITE_VERSION:-3.3.3}"
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BASE="$REPO_ROOT/tests/.work/kinesalite"
 PKG="$BASE/node_modules/kinesalite"
 WRAPPER="$BASE/serve-loopback.js"
@@ -24,16 +24,7 @@ say() { printf 'kinesalite: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 install() {
-    command -v node >/dev/null || die "node is not installed (apt-get install nodejs npm)"
-    mkdir -p "$BASE"
-    exec 9>"$BASE/.install.lock"
-    flock 9
-    if [[ ! -f "$PKG/package.json" ]] || ! grep -q "\"version\" *: *\"$VERSION\"" "$PKG/package.json"; then
-        command -v npm >/dev/null || die "npm is not installed (apt-get install npm)"
-        say "installing kinesalite@$VERSION into $BASE"
-        (cd "$BASE" && npm install --no-audit --no-fund --no-save --loglevel=error "kinesalite@$VERSION" >&2) \
-            || die "npm install kinesalite@$VERSION failed"
-    fi
+    npm_install_pinned kinesalite "$VERSION" "$BASE"
     # In-memory store (no path), short create/delete delays, loopback only.
     cat >"$WRAPPER.tmp" <<'JS'
 const kinesalite = require('kinesalite');

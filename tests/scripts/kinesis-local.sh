@@ -15,7 +15,7 @@
 set -euo pipefail
 
 VERSION="${KINESIS_LOCAL_VERSION:-0.6.2}"
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BASE="$REPO_ROOT/tests/.work/kinesis-local"
 PKG="$BASE/node_modules/kinesis-local"
 
@@ -23,17 +23,7 @@ say() { printf 'kinesis-local: %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 install() {
-    command -v node >/dev/null || die "node is not installed (apt-get install nodejs npm)"
-    mkdir -p "$BASE"
-    # Tests start emulators in parallel: one installer at a time.
-    exec 9>"$BASE/.install.lock"
-    flock 9
-    if [[ ! -f "$PKG/main.js" ]] || ! grep -q "\"version\" *: *\"$VERSION\"" "$PKG/package.json"; then
-        command -v npm >/dev/null || die "npm is not installed (apt-get install npm)"
-        say "installing kinesis-local@$VERSION into $BASE"
-        (cd "$BASE" && npm install --no-audit --no-fund --no-save --loglevel=error "kinesis-local@$VERSION" >&2) \
-            || die "npm install kinesis-local@$VERSION failed"
-    fi
+    npm_install_pinned kinesis-local "$VERSION" "$BASE"
     local loop="$PKG/main-loopback.js"
     if [[ ! -f "$loop" || "$PKG/main.js" -nt "$loop" ]]; then
         # Both servers (plain and TLS) take their host from this one literal.

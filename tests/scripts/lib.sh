@@ -8,3 +8,21 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Elapsed seconds since the script started, for the step timings.
 elapsed() { echo $(( $(date +%s) - ${SCRIPT_START:-$(date +%s)} )); }
+
+# npm_install_pinned NAME VERSION DIR: NAME@VERSION under DIR/node_modules,
+# installed once. Locked (fd 9, held until the script exits): tests start
+# emulators in parallel and npm must not run twice into one directory.
+npm_install_pinned() {
+    local name=$1 version=$2 dir=$3
+    local pkg="$dir/node_modules/$name"
+    command -v node >/dev/null || die "node is not installed (apt-get install nodejs npm)"
+    mkdir -p "$dir"
+    exec 9>"$dir/.install.lock"
+    flock 9
+    if [[ ! -f "$pkg/package.json" ]] || ! grep -q "\"version\" *: *\"$version\"" "$pkg/package.json"; then
+        command -v npm >/dev/null || die "npm is not installed (apt-get install npm)"
+        printf '%s: installing %s@%s into %s\n' "$name" "$name" "$version" "$dir" >&2
+        (cd "$dir" && npm install --no-audit --no-fund --no-save --loglevel=error "$name@$version" >&2) \
+            || die "npm install $name@$version failed"
+    fi
+}
