@@ -19,7 +19,7 @@ from sluice_e2e import (TAXI_LOCAL, assert_exactly_once, assert_no_duplicates, i
                      parquet_files, parquet_ids, read_dlq, sample, wait_for)
 
 # Big enough that one run takes a few seconds on 2 cores.
-ROWS = int(os.environ.get("SLUICE_TEST_INTERRUPT_ROWS", "1000000"))
+ROWS = int(os.environ.get("SLUICE_TEST_INTERRUPT_ROWS", "3000000"))
 KILLS = int(os.environ.get("SLUICE_TEST_KILLS", "6"))
 SEED = int(os.environ.get("SLUICE_TEST_KILL_SEED", str(int(time.time()))))
 
