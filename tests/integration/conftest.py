@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sluice_e2e import REPO, SLUICE, PLUGINS, Dataset, Sluice  # noqa: E402
+from sluice_e2e import REPO, SLUICE, PLUGINS, Dataset, Sluice, datasets, out_dir  # noqa: E402,F401
 
 
 def pytest_report_header(config):
@@ -35,29 +35,6 @@ def plugins_dir() -> Path:
     if missing:
         pytest.fail(f"plugins missing in {PLUGINS}: {missing}; run tests/scripts/build.sh")
     return PLUGINS
-
-
-@pytest.fixture(scope="session")
-def datasets(tmp_path_factory, sluice_bin):
-    """Generated inputs, made once per session and shared (they are read-only)."""
-    root = tmp_path_factory.mktemp("datasets")
-    cache: dict[tuple, Dataset] = {}
-
-    def get(rows: int, seed: int = 1, bad: float = 0.05, ext: str = "csv") -> Dataset:
-        key = (rows, seed, bad, ext)
-        if key not in cache:
-            cache[key] = Dataset.generate(root, rows=rows, seed=seed, bad=bad, ext=ext)
-        return cache[key]
-
-    return get
-
-
-@pytest.fixture
-def out_dir(tmp_path) -> Path:
-    """A fresh output directory per test (SLUICE_OUT)."""
-    d = tmp_path / "out"
-    d.mkdir()
-    return d
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
+
+import pytest
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
@@ -496,3 +498,28 @@ def wait_for(pred, timeout: float, interval: float = 0.05) -> bool:
             return True
         time.sleep(interval)
     return pred()
+
+
+# Fixtures shared by every pytest folder (each conftest imports them, which
+# registers them there); they use the folder's own `sluice_bin` fixture.
+@pytest.fixture(scope="session")
+def datasets(tmp_path_factory, sluice_bin):
+    """Generated inputs, made once per session and shared (they are read-only)."""
+    root = tmp_path_factory.mktemp("datasets")
+    cache: dict[tuple, Dataset] = {}
+
+    def get(rows: int, seed: int = 1, bad: float = 0.05, ext: str = "csv") -> Dataset:
+        key = (rows, seed, bad, ext)
+        if key not in cache:
+            cache[key] = Dataset.generate(root, rows=rows, seed=seed, bad=bad, ext=ext)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture
+def out_dir(tmp_path) -> Path:
+    """A fresh output directory per test (SLUICE_OUT)."""
+    d = tmp_path / "out"
+    d.mkdir()
+    return d

@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sluice_e2e import PLUGINS, SLUICE, Dataset, Sluice  # noqa: E402
+from sluice_e2e import PLUGINS, SLUICE, Dataset, Sluice, datasets, out_dir  # noqa: E402,F401
 from kinesis_support import Kinesis  # noqa: E402
 
 
@@ -57,22 +57,3 @@ def sluice(sluice_bin, tmp_path) -> Sluice:
     return Sluice(logs=tmp_path / "logs")
 
 
-@pytest.fixture(scope="session")
-def datasets(tmp_path_factory, sluice_bin):
-    root = tmp_path_factory.mktemp("kinesis-datasets")
-    cache: dict[tuple, Dataset] = {}
-
-    def get(rows: int, seed: int = 1, bad: float = 0.05, ext: str = "csv") -> Dataset:
-        key = (rows, seed, bad, ext)
-        if key not in cache:
-            cache[key] = Dataset.generate(root, rows=rows, seed=seed, bad=bad, ext=ext)
-        return cache[key]
-
-    return get
-
-
-@pytest.fixture
-def out_dir(tmp_path) -> Path:
-    d = tmp_path / "out"
-    d.mkdir()
-    return d

@@ -73,17 +73,7 @@ start() {
 }
 
 stop() {
-    local dir="${1:-$BASE/run}"
-    [[ -f "$dir/pid" ]] || { say "nothing to stop in $dir"; return 0; }
-    local pid i
-    pid="$(cat "$dir/pid")"
-    if kill -0 "$pid" 2>/dev/null; then
-        kill "$pid" 2>/dev/null || true
-        for ((i = 0; i < 25; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-        kill -9 "$pid" 2>/dev/null || true
-    fi
-    rm -f "$dir/pid"
-    say "stopped pid $pid"
+    stop_pidfile "${1:-$BASE/run}"
 }
 
 case "${1:-}" in

@@ -26,3 +26,18 @@ npm_install_pinned() {
             || die "npm install $name@$version failed"
     fi
 }
+
+# stop_pidfile DIR: end the server whose pid is in DIR/pid (TERM, up to 5 s,
+# then KILL) — only ever the process our own start wrote there.
+stop_pidfile() {
+    local dir=$1 pid i
+    [[ -f "$dir/pid" ]] || { say "nothing to stop in $dir"; return 0; }
+    pid="$(cat "$dir/pid")"
+    if kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        for ((i = 0; i < 25; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$dir/pid"
+    say "stopped pid $pid"
+}
