@@ -140,19 +140,35 @@ async fn interrupt_drains_in_flight_calls_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("in.ndjson");
     write_ndjson(&file, &rows("id", 2000, 0));
-    let mut args = emu.produce_args("interrupt", &file);
-    args.rate = Some(200);
-    let produce = tokio::spawn(sluice::produce::run(args));
+    // The real binary in a child process: a SIGINT sent to this test process
+    // would also reach the other tests of this file running beside it.
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["produce", "--stream", "interrupt", "--rate", "200", "--no-progress", "--region", REGION])
+        .arg("--endpoint")
+        .arg(&emu.endpoint)
+        .arg("--file")
+        .arg(&file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    // What Ctrl-C sends (produce installed its handler at start).
-    let pid = std::process::id().to_string();
-    assert!(std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
-    let report = tokio::time::timeout(Duration::from_secs(30), produce).await.expect("stops in time").unwrap().unwrap();
-    assert!(report.interrupted, "{report}");
-    assert!(report.read > 100 && report.read < 2000, "{report}");
-    assert_eq!((report.sent, report.failed), (report.read, 0), "what was read is sent: {report}");
+    // What Ctrl-C sends.
+    assert!(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "nothing failed, so exit 0: {stderr}");
+    let report = stderr.lines().find(|l| l.starts_with("produce: sent ")).unwrap_or_else(|| panic!("no report: {stderr}"));
+    assert!(report.ends_with(", interrupted"), "{report}");
+    let number = |after: &str| -> u64 {
+        let rest = &report[report.find(after).unwrap_or_else(|| panic!("{after:?} in {report}")) + after.len()..];
+        rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    let (sent, failed) = (number("sent "), number("failed "));
+    let read = number(&format!("failed {failed} ("));
+    assert!(read > 100 && read < 2000, "{report}");
+    assert_eq!((sent, failed), (read, 0), "what was read is sent: {report}");
     let mut run = start_source(emu.spec("interrupt"), None, 500);
-    run.until_records(report.sent as usize, T).await;
+    run.until_records(sent as usize, T).await;
     run.drain(Duration::from_secs(1)).await;
-    assert_eq!(run.records().len() as u64, report.sent);
+    assert_eq!(run.records().len() as u64, sent);
 }
