@@ -199,9 +199,13 @@ impl ParquetSink {
         f.held_rows += part.num_rows();
         self.held_rows += part.num_rows();
         f.held.push(part);
+        // Every encode may grow a writer, so the budget is checked after each
+        // (checking only after the all-files encode missed the common case of
+        // a few hundred partitions each reaching COALESCE_ROWS on its own).
         if f.held_rows >= COALESCE_ROWS {
             self.held_rows -= f.held_rows;
             encode_held(&self.name, f).await?;
+            self.bound_buffers().await?;
         }
         if self.held_rows >= COALESCE_TOTAL_ROWS {
             self.encode_all_held().await?;
@@ -210,15 +214,18 @@ impl ParquetSink {
         Ok(())
     }
 
-    /// Keep encoded-but-unwritten row groups under `max_buffer_bytes` by
-    /// closing the largest ones early.
+    /// Keep the writers' memory under `max_buffer_bytes` by closing the
+    /// largest row groups early. `memory_size` and not `in_progress_size`:
+    /// the latter is the *encoded* size and leaves out the dictionary keys and
+    /// hash tables, which with a few hundred open partitions were most of the
+    /// memory (measured: 5M rows, 336 files, 457 MB RSS with an 8 MiB budget).
     async fn bound_buffers(&mut self) -> Result<(), SinkError> {
         let budget = self.spec.max_buffer_bytes.0 as usize;
-        let mut total: usize = self.open.values().map(|f| f.writer.in_progress_size()).sum();
+        let mut total: usize = self.open.values().map(|f| f.writer.memory_size()).sum();
         if total <= budget {
             return Ok(());
         }
-        let mut sizes: Vec<(usize, String)> = self.open.iter().map(|(k, f)| (f.writer.in_progress_size(), k.clone())).collect();
+        let mut sizes: Vec<(usize, String)> = self.open.iter().map(|(k, f)| (f.writer.memory_size(), k.clone())).collect();
         sizes.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         for (size, dir) in sizes {
             if total <= budget / 2 {

@@ -283,6 +283,36 @@ async fn large_files_ask_for_a_checkpoint() {
     assert!(sink.wants_checkpoint().unwrap().contains("max_file_age"));
 }
 
+#[tokio::test]
+async fn writer_memory_stays_within_max_buffer_bytes() {
+    // Two partitions that each reach the per-file coalescing threshold on
+    // their own (the case the budget check used to miss), row groups far
+    // larger than the budget: only early flushes keep memory bounded.
+    let dir = tempfile::tempdir().unwrap();
+    let budget = 1 << 20;
+    let s = spec(dir.path(), &format!("partition_by = [\"vendorId\"]\nrow_group_rows = 1000000\nmax_buffer_bytes = {budget}"));
+    let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
+    sink.recover(None).await.unwrap();
+    let input = taxi_batch(0..120_000);
+    for start in (0..input.num_rows()).step_by(4096) {
+        let len = 4096.min(input.num_rows() - start);
+        sink.write(&arrow_batch(input.slice(start, len))).await.unwrap();
+        let used: usize = sink.open.values().map(|f| f.writer.memory_size()).sum();
+        assert!(used <= budget, "writers hold {used} bytes after row {start}, budget {budget}");
+    }
+    let token = sink.prepare(1).await.unwrap();
+    sink.commit(&token).await.unwrap();
+    let t: ParquetToken = serde_json::from_value(token).unwrap();
+    assert_eq!(t.files.len(), 2);
+    let rows: usize = t.files.iter().map(|f| read(&dir.path().join(&f.key)).num_rows()).sum();
+    assert_eq!(rows, 120_000, "early flushes lose nothing");
+    let groups = t.files.iter().map(|f| {
+        let file = std::fs::File::open(dir.path().join(&f.key)).unwrap();
+        parquet::file::reader::FileReader::num_row_groups(&parquet::file::serialized_reader::SerializedFileReader::new(file).unwrap())
+    });
+    assert!(groups.min().unwrap() > 1, "the budget forced row groups to close early");
+}
+
 /// Throughput of the sink alone (not a test of speed: run with --ignored --nocapture).
 #[tokio::test]
 #[ignore]
