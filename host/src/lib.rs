@@ -1,6 +1,7 @@
 //! sluice: streaming pipelines with WebAssembly transforms.
 //!
 //! Module map (one line each; see ARCHITECTURE.md for the invariants):
+pub mod admin; // the loopback admin endpoint (bearer token): Prometheus /metrics, JSON /status
 pub mod batch; // the batch type that flows through pipelines: json/arrow data + per-record provenance
 pub mod bench; // `sluice bench`: native vs Wasm, JSON vs Arrow, end to end
 pub mod bench_kinesis; // `sluice bench-kinesis`: Kinesis source read throughput vs a bare GetRecords loop

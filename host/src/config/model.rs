@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::units::{ByteSize, Dur};
+use crate::config::units::{ByteSize, Dur, LoopbackAddr, Secret};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +28,19 @@ pub struct PipelineFile {
     pub stages: BTreeMap<String, StageSpec>,
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkSpec>,
+    /// The admin endpoint (metrics, status); off unless this table is present.
+    #[serde(default)]
+    pub admin: Option<AdminSpec>,
+}
+
+/// `[admin]`: an HTTP endpoint on loopback; every request needs the token as
+/// `Authorization: Bearer <token>`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSpec {
+    /// e.g. `"127.0.0.1:9464"`; port 0 picks a free port (printed at start).
+    pub listen: LoopbackAddr,
+    pub token: Secret,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

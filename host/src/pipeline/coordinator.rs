@@ -7,13 +7,15 @@
 //! write (two-phase commit, see `sink`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::msg::{Ack, Barrier, Request};
 use super::sink_node::Commit;
+use super::stats::Progress;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, FORMAT_VERSION};
 
 pub struct Coordinator {
@@ -30,6 +32,8 @@ pub struct Coordinator {
     pub requests: mpsc::UnboundedReceiver<Request>,
     /// Flips to true on SIGINT/SIGTERM.
     pub shutdown: watch::Receiver<bool>,
+    /// Where the last checkpoint's epoch and timing are published (admin endpoint).
+    pub progress: Arc<Progress>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +48,7 @@ pub enum RunError {
 
 struct InFlight {
     epoch: u64,
+    started: Instant,
     last: bool,
     acks: BTreeMap<String, Option<serde_json::Value>>,
 }
@@ -133,7 +138,7 @@ impl Coordinator {
                 debug!(%node, "source already stopped");
             }
         }
-        InFlight { epoch, last, acks: BTreeMap::new() }
+        InFlight { epoch, started: Instant::now(), last, acks: BTreeMap::new() }
     }
 
     async fn complete(&mut self, f: InFlight) -> Result<(), RunError> {
@@ -148,6 +153,7 @@ impl Coordinator {
         };
         self.store.save(&cp).await?;
         self.epoch = f.epoch;
+        self.progress.checkpointed(f.epoch, f.started.elapsed());
         info!(epoch = f.epoch, last = f.last, "checkpoint written");
         for (node, tx) in &self.sinks {
             if let Some(token) = cp.nodes.get(node) {

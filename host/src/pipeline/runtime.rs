@@ -33,6 +33,8 @@ pub enum StartError {
     Run(#[from] RunError),
     #[error("{0}")]
     Source(#[from] SourceError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -49,6 +51,13 @@ pub struct RunSummary {
 pub async fn run(p: &Pipeline, plan: Plan, shutdown: watch::Receiver<bool>) -> Result<RunSummary, StartError> {
     let started = Instant::now();
     let spec = &p.spec;
+    let stats = Registry::default();
+    // Before any work: a pipeline that asked for an admin endpoint and cannot
+    // have it does not start.
+    let _admin = match &spec.admin {
+        Some(a) => Some(crate::admin::start(a, &p.name, stats.clone()).await?),
+        None => None,
+    };
     let store = checkpoint::open(&spec.checkpoint.dir).await?;
     let cp = store.load().await?;
     if let Some(cp) = &cp {
@@ -109,7 +118,6 @@ pub async fn run(p: &Pipeline, plan: Plan, shutdown: watch::Receiver<bool>) -> R
         dlq: Some(edge(from, DLQ)),
     };
 
-    let stats = Registry::default();
     let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let (req_tx, req_rx) = mpsc::unbounded_channel();
     let mut expected: BTreeSet<String> = producers.iter().cloned().collect();
@@ -201,6 +209,7 @@ pub async fn run(p: &Pipeline, plan: Plan, shutdown: watch::Receiver<bool>) -> R
         acks: ack_rx,
         requests: req_rx,
         shutdown,
+        progress: stats.progress.clone(),
     };
     let result = coordinator.run().await;
     match result {

@@ -52,10 +52,34 @@ pub struct NodeSummary {
     pub busy_ms: u64,
 }
 
-/// All nodes' counters, keyed by `sources.NAME` / `stages.NAME` / `sinks.NAME`.
+/// Checkpoint progress, written by the coordinator, read by the admin endpoint.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Epoch of the last checkpoint written (the resume point).
+    pub epoch: AtomicU64,
+    pub checkpoints: AtomicU64,
+    /// Wall-clock time the last checkpoint was written (Unix ms; 0 = none yet).
+    pub last_unix_ms: AtomicU64,
+    /// Barrier injected → checkpoint written, for the last checkpoint.
+    pub last_duration_ms: AtomicU64,
+}
+
+impl Progress {
+    pub fn checkpointed(&self, epoch: u64, took: std::time::Duration) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        self.epoch.store(epoch, Relaxed);
+        self.checkpoints.fetch_add(1, Relaxed);
+        self.last_unix_ms.store(now.as_millis() as u64, Relaxed);
+        self.last_duration_ms.store(took.as_millis() as u64, Relaxed);
+    }
+}
+
+/// All nodes' counters, keyed by `sources.NAME` / `stages.NAME` / `sinks.NAME`,
+/// and the checkpoint progress.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     nodes: Arc<Mutex<BTreeMap<String, Arc<NodeStats>>>>,
+    pub progress: Arc<Progress>,
 }
 
 impl Registry {

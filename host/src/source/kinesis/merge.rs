@@ -254,6 +254,7 @@ impl Merge {
     async fn on_chunk(&mut self, shard: &str, pieces: Vec<(Piece, ShardPosition)>, records: usize, millis_behind: Option<i64>) -> Result<Flow, SourceError> {
         if let Some(ms) = millis_behind {
             self.lag.insert(shard.to_string(), ms);
+            crate::admin::metrics::kinesis_lag(&self.ctx.name, shard, ms);
             debug!(shard, millis_behind_latest = ms, records, "kinesis read");
         }
         if records == 0 && millis_behind.unwrap_or(0) == 0 {
@@ -306,6 +307,7 @@ impl Merge {
         self.state.shards.remove(shard);
         self.state.finished.insert(shard.to_string());
         self.lag.remove(shard);
+        crate::admin::metrics::kinesis_lag(&self.ctx.name, shard, 0);
         self.caught_up.remove(shard);
         info!(shard, children = ?children.iter().map(|c| &c.0).collect::<Vec<_>>(), "shard finished");
         let announced = !children.is_empty();
