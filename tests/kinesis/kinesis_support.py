@@ -213,3 +213,11 @@ def assert_exactly_once_kinesis(ds: Dataset, out: Path) -> dict:
              if e["code"] != bad[i] or e["stage"] != "stages.validate"]
     assert not wrong, f"{len(wrong)} DLQ entries with the wrong stage/code (id, stage, code, want): {sample(wrong)}"
     return {"parquet": len(pq_ids), "dlq": len(dlq_ids), "codes": Counter(e["code"] for e in dlq)}
+
+
+def produced_stream(sluice: Sluice, kinesis: Kinesis, ds: Dataset, shards: int) -> str:
+    """A new stream with `shards` shards holding every row of `ds` (through `sluice produce`)."""
+    stream = kinesis.create(shards)
+    r = produce(sluice, stream, kinesis.endpoint, ds.path)
+    assert r.returncode == 0, r.describe()
+    return stream

@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 from sluice_e2e import wait_for
-from kinesis_support import AWS_ENV, assert_exactly_once_kinesis, pipeline, produce
+from kinesis_support import AWS_ENV, assert_exactly_once_kinesis, pipeline, produced_stream
 
 ROWS = 1000
 TOKEN = "admin-test-token-7f3a9c"
@@ -38,9 +38,7 @@ def samples(text: str) -> dict[str, float]:
 
 def test_metrics_and_status_with_token_only(sluice, kinesis, datasets, tmp_path):
     ds = datasets(ROWS, seed=21, bad=0.05)
-    stream = kinesis.create(2)
-    r = produce(sluice, stream, kinesis.endpoint, ds.path)
-    assert r.returncode == 0, r.describe()
+    stream = produced_stream(sluice, kinesis, ds, 2)
     out = tmp_path / "out"
     out.mkdir()
     # Runs until SIGTERM (no idle stop); port 0: the endpoint prints the one it got.

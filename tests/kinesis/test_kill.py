@@ -8,7 +8,7 @@ import os
 import random
 import time
 
-from kinesis_support import AWS_ENV, assert_exactly_once_kinesis, pipeline, produce
+from kinesis_support import AWS_ENV, assert_exactly_once_kinesis, pipeline, produced_stream
 
 ROWS = 4000
 
@@ -17,9 +17,7 @@ def test_kill9_and_restart_until_done(kinesis, sluice, datasets, tmp_path):
     seed = int(os.environ.get("SLUICE_TEST_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
     ds = datasets(ROWS, seed=21, bad=0.05)
-    stream = kinesis.create(4)
-    r = produce(sluice, stream, kinesis.endpoint, ds.path)
-    assert r.returncode == 0, r.describe()
+    stream = produced_stream(sluice, kinesis, ds, 4)
 
     out = tmp_path / "out"
     out.mkdir()
