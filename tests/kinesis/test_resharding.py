@@ -39,31 +39,20 @@ def adjacent_pair(shards, exclude):
     raise AssertionError(f"no two adjacent open shards in {ranges}")
 
 
-@pytest.mark.parametrize("mode", ["polling", "efo"])
-def test_split_and_merge_while_producing(kinesis, sluice, tmp_path, mode):
-    stream = kinesis.create(4)
+def produce_while(kinesis, tmp_path, stream, reshard):
+    """`sluice produce --rate` of the keyed input into `stream` while
+    `reshard(client, open shards)` runs; returns the number of records."""
     src = tmp_path / "keyed.ndjson"
     total = write_input(src)
-    c = kinesis.client
-
     # --concurrency 1: one PutRecords call at a time, so the stream's order per
     # key is the file's order (the thing under test is the consumer's order).
     argv = [str(SLUICE), "produce", "--stream", stream, "--file", str(src), "--endpoint", kinesis.endpoint,
             "--region", REGION, "--rate", str(RATE), "--concurrency", "1", "--no-progress"]
     prod = subprocess.Popen(argv, env=base_env(AWS_ENV), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        shards = kinesis.open_shards(stream)
-        assert len(shards) == 4, shards
         time.sleep(2)
-        first = shards[0]
-        lo, hi = int(first["HashKeyRange"]["StartingHashKey"]), int(first["HashKeyRange"]["EndingHashKey"])
-        c.split_shard(StreamName=stream, ShardToSplit=first["ShardId"], NewStartingHashKey=str((lo + hi) // 2))
-        kinesis.wait_active(stream)
-        time.sleep(1.5)
-        a, b = adjacent_pair(shards, exclude={first["ShardId"]})
-        c.merge_shards(StreamName=stream, ShardToMerge=a, AdjacentShardToMerge=b)
-        kinesis.wait_active(stream)
-        assert prod.poll() is None, "produce ended before both reshards: raise PER_KEY or lower RATE"
+        reshard(kinesis.client, kinesis.open_shards(stream))
+        assert prod.poll() is None, "produce ended before the reshards: raise PER_KEY or lower RATE"
         out, _ = prod.communicate(timeout=120)
     finally:
         if prod.poll() is None:
@@ -71,12 +60,11 @@ def test_split_and_merge_while_producing(kinesis, sluice, tmp_path, mode):
             prod.wait()
     assert prod.returncode == 0, out
     assert f"sent {total}, retried" in out and "failed 0" in out, out
+    return total
 
-    all_shards = kinesis.shards(stream)
-    assert len(all_shards) == 4 + 2 + 1, f"expected 7 shards after a split and a merge: {all_shards}"
-    parents = {s.get("ParentShardId") for s in all_shards} | {s.get("AdjacentParentShardId") for s in all_shards}
-    assert {first["ShardId"], a, b} <= parents
 
+def consume_and_check(kinesis, sluice, tmp_path, stream, total, mode="polling"):
+    """Run the source into an NDJSON file: every (key, seq) once, in order per key."""
     o = tmp_path / "out"
     o.mkdir()
     p = pipeline(tmp_path / "p.toml", stream=stream, endpoint=kinesis.endpoint, out=o, mode=mode,
@@ -97,3 +85,47 @@ def test_split_and_merge_while_producing(kinesis, sluice, tmp_path, mode):
     assert not disorder, (f"{len(disorder)} keys out of order, e.g. "
                           f"{dict(list(disorder.items())[:5])}")
     assert r.summary["nodes"]["sources.trips"]["records_out"] == total
+
+
+@pytest.mark.parametrize("mode", ["polling", "efo"])
+def test_split_and_merge_while_producing(kinesis, sluice, tmp_path, mode):
+    stream = kinesis.create(4)
+    touched = {}
+
+    def split_then_merge(c, shards):
+        assert len(shards) == 4, shards
+        first = shards[0]
+        lo, hi = int(first["HashKeyRange"]["StartingHashKey"]), int(first["HashKeyRange"]["EndingHashKey"])
+        c.split_shard(StreamName=stream, ShardToSplit=first["ShardId"], NewStartingHashKey=str((lo + hi) // 2))
+        kinesis.wait_active(stream)
+        time.sleep(1.5)
+        a, b = adjacent_pair(shards, exclude={first["ShardId"]})
+        c.merge_shards(StreamName=stream, ShardToMerge=a, AdjacentShardToMerge=b)
+        kinesis.wait_active(stream)
+        touched.update(first=first["ShardId"], a=a, b=b)
+
+    total = produce_while(kinesis, tmp_path, stream, split_then_merge)
+    all_shards = kinesis.shards(stream)
+    assert len(all_shards) == 4 + 2 + 1, f"expected 7 shards after a split and a merge: {all_shards}"
+    parents = {s.get("ParentShardId") for s in all_shards} | {s.get("AdjacentParentShardId") for s in all_shards}
+    assert set(touched.values()) <= parents
+    consume_and_check(kinesis, sluice, tmp_path, stream, total, mode)
+
+
+def test_update_shard_count_while_producing(kinesis, sluice, tmp_path):
+    """UpdateShardCount (what on-demand streams and autoscalers do): 2 → 4,
+    then 4 → 3, while producing; the service picks the splits and merges."""
+    stream = kinesis.create(2)
+
+    def scale(c, shards):
+        assert len(shards) == 2, shards
+        for target in (4, 3):
+            c.update_shard_count(StreamName=stream, TargetShardCount=target, ScalingType="UNIFORM_SCALING")
+            kinesis.wait_active(stream)
+            assert len(kinesis.open_shards(stream)) == target
+            time.sleep(1.5)
+
+    total = produce_while(kinesis, tmp_path, stream, scale)
+    closed = [s for s in kinesis.shards(stream) if s not in kinesis.open_shards(stream)]
+    assert len(closed) >= 3, f"expected the scaling to close shards: {kinesis.shards(stream)}"
+    consume_and_check(kinesis, sluice, tmp_path, stream, total)
