@@ -69,3 +69,10 @@ pub fn kinesis_lag(source: &str, shard: &str, millis: i64) {
     ::metrics::gauge!("sluice_kinesis_millis_behind_latest", "source" => source.to_string(), "shard" => shard.to_string())
         .set(millis as f64);
 }
+
+/// One more SubscribeToShard subscription of a shard (fan-out renews every
+/// `fan_out_renew_after`, and after errors).
+pub fn kinesis_subscribed(source: &str, shard: &str) {
+    ::metrics::counter!("sluice_kinesis_subscriptions_total", "source" => source.to_string(), "shard" => shard.to_string())
+        .increment(1);
+}

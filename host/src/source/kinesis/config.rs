@@ -67,6 +67,11 @@ pub struct KinesisSourceSpec {
     pub mode: ReadMode,
     /// EFO consumer name; default `sluice-<source name>`.
     pub consumer_name: Option<String>,
+    /// A SubscribeToShard subscription lasts 5 minutes; each shard renews its
+    /// own this long after subscribing, from the last continuation sequence
+    /// number (1s..=5m).
+    #[serde(default = "default_fan_out_renew_after")]
+    pub fan_out_renew_after: Dur,
     /// Records per GetRecords call (1..=10000).
     #[serde(default = "default_poll_limit")]
     pub poll_limit: u32,
@@ -101,6 +106,9 @@ fn default_poll_interval() -> Dur {
 fn default_read_bytes_per_sec() -> crate::config::units::ByteSize {
     crate::config::units::ByteSize(2 << 20)
 }
+fn default_fan_out_renew_after() -> Dur {
+    Dur(Duration::from_secs(290))
+}
 fn default_discovery() -> Dur {
     Dur(Duration::from_secs(10))
 }
@@ -116,6 +124,7 @@ impl KinesisSourceSpec {
             timestamp: None,
             mode: ReadMode::default(),
             consumer_name: None,
+            fan_out_renew_after: default_fan_out_renew_after(),
             poll_limit: default_poll_limit(),
             poll_interval: default_poll_interval(),
             read_bytes_per_sec: default_read_bytes_per_sec(),
@@ -149,6 +158,9 @@ impl KinesisSourceSpec {
         }
         if self.shard_discovery_interval.0 < Duration::from_secs(1) {
             return Err("`shard_discovery_interval` must be at least 1s (ListShards allows 100 calls/s per account)".into());
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.fan_out_renew_after.0) {
+            return Err("`fan_out_renew_after` must be between 1s and 5m (a subscription lasts 5 minutes)".into());
         }
         if let Some(name) = &self.consumer_name {
             let ok = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));

@@ -12,6 +12,8 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use aws_sdk_kinesis::error::SdkError;
+use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError as StreamError;
 use aws_sdk_kinesis::types::{ConsumerStatus, SubscribeToShardEvent, SubscribeToShardEventStream};
 use aws_sdk_kinesis::Client;
 use tokio::time::Instant;
@@ -22,8 +24,6 @@ use super::position::StartAt;
 use super::reader::{children, starting_position, ReaderCtx, ShardEvent};
 use crate::retry::RetryPolicy;
 
-/// Subscriptions last 5 minutes; renewing a little earlier avoids racing the server.
-const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(290);
 /// A subscription that ends sooner than this did not time out.
 const EARLY_END: Duration = Duration::from_secs(60);
 
@@ -151,10 +151,16 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
             }
         };
         let subscribed_at = Instant::now();
-        let renew_at = subscribed_at + RESUBSCRIBE_AFTER;
+        crate::admin::metrics::kinesis_subscribed(&r.source, &r.shard);
+        // Subscriptions last 5 minutes; renewing a little earlier (the default
+        // `fan_out_renew_after` is 4m50s) avoids racing the server.
+        let renew_at = subscribed_at + r.renew_after;
         loop {
             let ev = match tokio::time::timeout_at(renew_at, events.recv()).await {
-                Err(_) => break, // time to renew
+                Err(_) => {
+                    tracing::debug!(shard = %r.shard, ?resume, "renewing the subscription");
+                    break;
+                }
                 Ok(Ok(None)) => {
                     // The server ended the subscription (5 minutes, or a closed shard on LocalStack).
                     if r.closed.load(Ordering::Relaxed) {
@@ -168,7 +174,7 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
                     break;
                 }
                 Ok(Err(e)) => {
-                    backoff(r, classify(&e), &mut in_use, &mut transient).await?;
+                    backoff(r, classify_event_error(&e), &mut in_use, &mut transient).await?;
                     break;
                 }
                 Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(ev)))) => ev,
@@ -200,6 +206,28 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
             }
         }
     }
+}
+
+/// Errors inside the event stream carry their type in the event headers, not
+/// as an error code, so the generic classification called them fatal: a
+/// renewal answered "ResourceInUse" (the previous subscription not yet
+/// released, as kinesis-local does for 1-3 s) stopped the source.
+fn classify_event_error<R: super::client::MaybeStatus + std::fmt::Debug>(e: &SdkError<StreamError, R>) -> CallError {
+    let mut c = classify(e);
+    if c.code.is_none() {
+        let typed = match e.as_service_error() {
+            Some(StreamError::ResourceInUseException(_)) => Some((ErrorKind::InUse, "ResourceInUseException")),
+            Some(StreamError::ResourceNotFoundException(_)) => Some((ErrorKind::NotFound, "ResourceNotFoundException")),
+            Some(StreamError::KmsThrottlingException(_)) => Some((ErrorKind::Throttled, "KMSThrottlingException")),
+            Some(StreamError::InternalFailureException(_)) => Some((ErrorKind::Transient, "InternalFailureException")),
+            _ => None,
+        };
+        if let Some((kind, code)) = typed {
+            c.kind = kind;
+            c.code = Some(code.into());
+        }
+    }
+    c
 }
 
 async fn backoff(

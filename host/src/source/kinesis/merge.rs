@@ -364,6 +364,7 @@ impl Merge {
         let shaper = Shaper::new(origin, self.ctx.node.clone(), self.ctx.batch.max_records, self.ctx.batch.max_bytes.0 as usize, skip);
         let closed = Arc::new(AtomicBool::new(self.lineage.is_closed(&id)));
         let r = ReaderCtx {
+            source: self.ctx.name.clone(),
             client: self.client.clone(),
             stream: self.stream.clone(),
             shard: id.as_str().into(),
@@ -374,6 +375,7 @@ impl Merge {
             poll_interval: self.spec.poll_interval.0,
             read_bytes_per_sec: self.spec.read_bytes_per_sec.0,
             retry: self.spec.retry_policy(),
+            renew_after: self.spec.fan_out_renew_after.0,
             closed: closed.clone(),
         };
         let mode = if self.consumer.is_some() { "fan-out" } else { "polling" };

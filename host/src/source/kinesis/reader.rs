@@ -33,6 +33,8 @@ pub enum ShardEvent {
 }
 
 pub struct ReaderCtx {
+    /// The source's name (metrics labels).
+    pub source: Arc<str>,
     pub client: Client,
     pub stream: StreamId,
     pub shard: Arc<str>,
@@ -45,6 +47,8 @@ pub struct ReaderCtx {
     pub read_bytes_per_sec: u64,
     /// For network errors and 5xx.
     pub retry: RetryPolicy,
+    /// Fan-out: when to renew a subscription (before the server's 5 minutes).
+    pub renew_after: Duration,
     /// Set by the merge task when discovery sees the shard closed (fan-out
     /// uses it: emulators never end a closed shard's subscription).
     pub closed: Arc<AtomicBool>,
