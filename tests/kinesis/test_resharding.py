@@ -39,7 +39,7 @@ def adjacent_pair(shards, exclude):
     raise AssertionError(f"no two adjacent open shards in {ranges}")
 
 
-def produce_while(kinesis, tmp_path, stream, reshard):
+def produce_while(kinesis, tmp_path, stream, reshard, rate=RATE):
     """`sluice produce --rate` of the keyed input into `stream` while
     `reshard(client, open shards)` runs; returns the number of records."""
     src = tmp_path / "keyed.ndjson"
@@ -47,7 +47,7 @@ def produce_while(kinesis, tmp_path, stream, reshard):
     # --concurrency 1: one PutRecords call at a time, so the stream's order per
     # key is the file's order (the thing under test is the consumer's order).
     argv = [str(SLUICE), "produce", "--stream", stream, "--file", str(src), "--endpoint", kinesis.endpoint,
-            "--region", REGION, "--rate", str(RATE), "--concurrency", "1", "--no-progress"]
+            "--region", REGION, "--rate", str(rate), "--concurrency", "1", "--no-progress"]
     prod = subprocess.Popen(argv, env=base_env(AWS_ENV), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(2)
@@ -125,7 +125,9 @@ def test_update_shard_count_while_producing(kinesis, sluice, tmp_path):
             assert len(kinesis.open_shards(stream)) == target
             time.sleep(1.5)
 
-    total = produce_while(kinesis, tmp_path, stream, scale)
+    # Two scalings take longer than a split and a merge: a slower rate (~12 s)
+    # keeps produce running through both.
+    total = produce_while(kinesis, tmp_path, stream, scale, rate=250)
     closed = [s for s in kinesis.shards(stream) if s not in kinesis.open_shards(stream)]
     assert len(closed) >= 3, f"expected the scaling to close shards: {kinesis.shards(stream)}"
     consume_and_check(kinesis, sluice, tmp_path, stream, total)
