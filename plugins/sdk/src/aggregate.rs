@@ -2,9 +2,7 @@
 //! watermarks and state, and the plugin is pure (which is what makes state
 //! checkpointable and hot swap safe).
 
-use std::any::Any;
-use std::cell::RefCell;
-
+use crate::instance::{self, with};
 use crate::{Batch, Config, Extracted, Format, Group, Info, Window};
 
 /// An aggregate plugin. Per input batch the host calls `extract` (key, event
@@ -34,44 +32,20 @@ pub trait Aggregate: Sized + 'static {
     }
 }
 
-thread_local! {
-    static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
-}
-
-fn with<T: Aggregate, R>(f: impl FnOnce(&mut T) -> Result<R, String>) -> Result<R, String> {
-    INSTANCE.with(|i| {
-        let mut guard = i.borrow_mut();
-        let plugin = guard
-            .as_mut()
-            .and_then(|b| b.downcast_mut::<T>())
-            .ok_or_else(|| "called before a successful init".to_owned())?;
-        f(plugin)
-    })
-}
-
 #[doc(hidden)]
 pub fn __describe<T: Aggregate>(name: &str, version: &str) -> Info {
-    Info {
-        name: name.to_owned(),
-        version: version.to_owned(),
-        state_version: T::STATE_VERSION,
-        takes: T::TAKES,
-        emits: T::EMITS,
-    }
+    instance::info(name, version, T::STATE_VERSION, T::TAKES, T::EMITS)
 }
 
 #[doc(hidden)]
 pub fn __init<T: Aggregate>(config: String) -> Result<(), String> {
-    let plugin = T::init(Config::new(config))?;
-    INSTANCE.with(|i| *i.borrow_mut() = Some(Box::new(plugin)));
+    instance::install(T::init(Config::new(config))?);
     Ok(())
 }
 
 #[doc(hidden)]
 pub fn __extract<T: Aggregate>(input: Batch) -> Result<Extracted, String> {
-    if input.format != T::TAKES {
-        return Err(format!("this plugin takes {:?} batches, got {:?}", T::TAKES, input.format));
-    }
+    instance::check_format(&input, T::TAKES)?;
     with::<T, _>(|p| p.extract(input))
 }
 

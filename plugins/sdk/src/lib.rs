@@ -38,6 +38,7 @@ pub mod arrow;
 pub mod batch;
 pub mod bindings;
 pub mod config;
+mod instance;
 pub mod log;
 pub mod state;
 pub mod transform;

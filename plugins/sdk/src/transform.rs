@@ -1,9 +1,6 @@
 //! The transform contract (validate, enrich, filter, explode): batch in, batch out.
 
-use std::any::Any;
-use std::cell::RefCell;
-
-use crate::{Batch, Config, Format, Info, Transformed};
+use crate::{instance, Batch, Config, Format, Info, Transformed};
 
 /// A transform plugin. The host creates one instance per stage, calls
 /// [`Transform::init`] once with the stage's config, then
@@ -25,42 +22,21 @@ pub trait Transform: Sized + 'static {
     fn process(&mut self, input: Batch) -> Result<Transformed, String>;
 }
 
-thread_local! {
-    // Wasm guests are single-threaded; this is the plugin instance's one value.
-    static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
-}
-
 #[doc(hidden)]
 pub fn __describe<T: Transform>(name: &str, version: &str) -> Info {
-    Info {
-        name: name.to_owned(),
-        version: version.to_owned(),
-        state_version: T::STATE_VERSION,
-        takes: T::TAKES,
-        emits: T::EMITS,
-    }
+    instance::info(name, version, T::STATE_VERSION, T::TAKES, T::EMITS)
 }
 
 #[doc(hidden)]
 pub fn __init<T: Transform>(config: String) -> Result<(), String> {
-    let plugin = T::init(Config::new(config))?;
-    INSTANCE.with(|i| *i.borrow_mut() = Some(Box::new(plugin)));
+    instance::install(T::init(Config::new(config))?);
     Ok(())
 }
 
 #[doc(hidden)]
 pub fn __process<T: Transform>(input: Batch) -> Result<Transformed, String> {
-    if input.format != T::TAKES {
-        return Err(format!("this plugin takes {:?} batches, got {:?}", T::TAKES, input.format));
-    }
-    INSTANCE.with(|i| {
-        let mut guard = i.borrow_mut();
-        let plugin = guard
-            .as_mut()
-            .and_then(|b| b.downcast_mut::<T>())
-            .ok_or_else(|| "process called before a successful init".to_owned())?;
-        plugin.process(input)
-    })
+    instance::check_format(&input, T::TAKES)?;
+    instance::with::<T, _>(|p| p.process(input))
 }
 
 /// Exports a [`Transform`] implementation as the component's `transform`
