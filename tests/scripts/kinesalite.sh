@@ -42,33 +42,26 @@ JS
     exec 9>&-
 }
 
+launch() {
+    # Port 0: the kernel picks a free port; the wrapper prints it.
+    (cd "$BASE" && exec setsid node "$WRAPPER" 0 >"$dir/log" 2>&1 </dev/null) &
+    SERVER_PID=$!
+}
+
+ready() {
+    endpoint="$(sed -n 's/^SLUICE_BENCH_KINESIS_ENDPOINT=//p' "$dir/log")"
+    [[ -n "$endpoint" ]]
+}
+
 start() {
-    local dir="${1:-$BASE/run}"
+    local dir="${1:-$BASE/run}" endpoint=""
     install
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
-    if [[ -f "$dir/pid" ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-        die "already running in $dir (pid $(cat "$dir/pid")); stop it first"
-    fi
-    # Port 0: the kernel picks a free port, no probe-then-bind race.
-    (cd "$BASE" && exec setsid node "$WRAPPER" 0 >"$dir/log" 2>&1 </dev/null) &
-    local pid=$! i endpoint=""
-    echo "$pid" >"$dir/pid"
-    for ((i = 0; i < 100; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        endpoint="$(sed -n 's/^SLUICE_BENCH_KINESIS_ENDPOINT=//p' "$dir/log")"
-        [[ -n "$endpoint" ]] && break
-        sleep 0.1
-    done
-    if [[ -z "$endpoint" ]]; then
-        kill "$pid" 2>/dev/null || true
-        rm -f "$dir/pid"
-        tail -20 "$dir/log" >&2 || true
-        die "did not start (log: $dir/log)"
-    fi
-    say "ready on $endpoint, pid $pid, log $dir/log"
+    start_server "$dir" launch ready 100
+    say "ready on $endpoint, pid $SERVER_PID, log $dir/log"
     echo "SLUICE_BENCH_KINESIS_ENDPOINT=$endpoint"
-    echo "KINESALITE_PID=$pid"
+    echo "KINESALITE_PID=$SERVER_PID"
     echo "KINESALITE_DIR=$dir"
 }
 

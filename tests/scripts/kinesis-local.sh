@@ -36,57 +36,39 @@ install() {
     echo "$loop"
 }
 
-free_port() {
-    node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+launch() {
+    plain="$(free_port)"
+    tls="$(free_port)"
+    while [[ "$plain" == "$tls" ]]; do tls="$(free_port)"; done
+    # Its own copy of the certificate: it reads server.json from the current directory by default.
+    cp "$PKG/server.json" "$dir/server.json"
+    (
+        cd "$dir"
+        KINESIS_MOCK_PLAIN_PORT="$plain" KINESIS_MOCK_TLS_PORT="$tls" KINESIS_MOCK_CERT_PATH="$dir/server.json" \
+            SHOULD_PERSIST_DATA=false LOG_LEVEL="${KINESIS_LOCAL_LOG_LEVEL:-WARN}" \
+            CREATE_STREAM_DURATION=200ms SPLIT_SHARD_DURATION=200ms MERGE_SHARDS_DURATION=200ms \
+            UPDATE_SHARD_COUNT_DURATION=200ms REGISTER_STREAM_CONSUMER_DURATION=200ms \
+            DEREGISTER_STREAM_CONSUMER_DURATION=200ms \
+            exec setsid node "$loop" >"$dir/log" 2>&1 </dev/null
+    ) &
+    SERVER_PID=$!
+}
+
+# Ready when the plain port answers HTTP (any status).
+ready() {
+    node -e "require('http').get('http://127.0.0.1:$plain/',r=>process.exit(0)).on('error',()=>process.exit(1))" 2>/dev/null
 }
 
 start() {
-    local dir="${1:-$BASE/run}"
-    local loop
+    local dir="${1:-$BASE/run}" loop plain tls
     loop="$(install)"
     mkdir -p "$dir"
     dir="$(cd "$dir" && pwd)"
-    if [[ -f "$dir/pid" ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-        die "already running in $dir (pid $(cat "$dir/pid")); stop it first"
-    fi
-    local tries=0 plain tls pid
-    while :; do
-        plain="$(free_port)"
-        tls="$(free_port)"
-        [[ "$plain" != "$tls" ]] || continue
-        # Its own copy of the certificate: it reads server.json from the current directory by default.
-        cp "$PKG/server.json" "$dir/server.json"
-        (
-            cd "$dir"
-            KINESIS_MOCK_PLAIN_PORT="$plain" KINESIS_MOCK_TLS_PORT="$tls" KINESIS_MOCK_CERT_PATH="$dir/server.json" \
-                SHOULD_PERSIST_DATA=false LOG_LEVEL="${KINESIS_LOCAL_LOG_LEVEL:-WARN}" \
-                CREATE_STREAM_DURATION=200ms SPLIT_SHARD_DURATION=200ms MERGE_SHARDS_DURATION=200ms \
-                UPDATE_SHARD_COUNT_DURATION=200ms REGISTER_STREAM_CONSUMER_DURATION=200ms \
-                DEREGISTER_STREAM_CONSUMER_DURATION=200ms \
-                exec setsid node "$loop" >"$dir/log" 2>&1 </dev/null
-        ) &
-        pid=$!
-        echo "$pid" >"$dir/pid"
-        # Ready when the plain port answers HTTP (any status).
-        local i
-        for ((i = 0; i < 150; i++)); do
-            if ! kill -0 "$pid" 2>/dev/null; then break; fi
-            if node -e "require('http').get('http://127.0.0.1:$plain/',r=>process.exit(0)).on('error',()=>process.exit(1))" 2>/dev/null; then
-                say "ready on 127.0.0.1:$plain (tls $tls), pid $pid, log $dir/log"
-                echo "SLUICE_TEST_KINESIS_ENDPOINT=http://127.0.0.1:$plain"
-                echo "KINESIS_LOCAL_PID=$pid"
-                echo "KINESIS_LOCAL_DIR=$dir"
-                return 0
-            fi
-            sleep 0.2
-        done
-        kill "$pid" 2>/dev/null || true
-        rm -f "$dir/pid"
-        tries=$((tries + 1))
-        # A port taken between the probe and the bind: try other ports.
-        ((tries < 3)) || { tail -20 "$dir/log" >&2 || true; die "did not start (log: $dir/log)"; }
-        say "did not start, retrying with other ports"
-    done
+    start_server "$dir" launch ready
+    say "ready on 127.0.0.1:$plain (tls $tls), pid $SERVER_PID, log $dir/log"
+    echo "SLUICE_TEST_KINESIS_ENDPOINT=http://127.0.0.1:$plain"
+    echo "KINESIS_LOCAL_PID=$SERVER_PID"
+    echo "KINESIS_LOCAL_DIR=$dir"
 }
 
 stop() {

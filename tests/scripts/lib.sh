@@ -41,3 +41,37 @@ stop_pidfile() {
     rm -f "$dir/pid"
     say "stopped pid $pid"
 }
+
+# free_port: a port on 127.0.0.1 that was free a moment ago (start_server
+# retries when another process takes it first).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_server DIR LAUNCH READY [POLLS] [STOP]: the start-up every emulator
+# script shares. Refuses a second server in DIR. Each of up to 3 tries calls
+# LAUNCH (a function: picks fresh loopback port(s), starts the server in the
+# background with its log in DIR/log, sets SERVER_PID), then READY (a
+# function) every 0.2 s, POLLS times at most (default 150: 30 s), until it
+# succeeds or the process exits (a port lost between probe and bind). A failed
+# try is ended with STOP DIR (default stop_pidfile). On success DIR/pid holds
+# the pid.
+start_server() {
+    local dir=$1 launch=$2 ready=$3 polls=${4:-150} stop=${5:-stop_pidfile} attempt i
+    if [[ -f "$dir/pid" ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+        die "already running in $dir (pid $(cat "$dir/pid")); stop it first"
+    fi
+    for attempt in 1 2 3; do
+        "$launch"
+        echo "$SERVER_PID" >"$dir/pid"
+        for ((i = 0; i < polls; i++)); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            if "$ready"; then return 0; fi
+            sleep 0.2
+        done
+        "$stop" "$dir" >/dev/null 2>&1 || true
+        say "attempt $attempt failed; log:"
+        tail -n 20 "$dir/log" >&2 || true
+    done
+    die "did not start (log: $dir/log)"
+}

@@ -21,7 +21,7 @@ set -euo pipefail
 LS_VERSION="${LOCALSTACK_VERSION:-2026.3.0}"
 LS_PRIOR_TO="${LOCALSTACK_UPLOADED_PRIOR_TO:-2026-04-01T00:00:00Z}"
 KL_VERSION="0.5.2"   # the kinesis-local LocalStack $LS_VERSION installs itself
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BASE="$REPO_ROOT/tests/.work/localstack"
 VENV="$BASE/venv"
 FS_ROOT="$BASE/fs"
@@ -83,10 +83,6 @@ install() {
     exec 9>&-
 }
 
-free_port() {
-    "$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # All descendants of $1 (children first listed after their parent).
 descendants() {
     local kids k
@@ -97,46 +93,37 @@ descendants() {
     done
 }
 
-start() {
-    local dir="${1:-$BASE/run}"
-    install
-    mkdir -p "$dir"
-    dir="$(cd "$dir" && pwd)"
-    if [[ -f "$dir/pid" ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-        die "already running in $dir (pid $(cat "$dir/pid")); stop it first"
-    fi
-    local attempt port pid i
-    for attempt in 1 2 3; do
-        port="${LOCALSTACK_PORT:-$(free_port)}"
-        (
-            cd "$dir"
-            OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$FS_ROOT" GATEWAY_LISTEN="127.0.0.1:$port" \
-                GATEWAY_SERVER=hypercorn DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
-                SERVICES=kinesis,s3 LOCALSTACK_HOST="127.0.0.1:$port" \
-                exec "$VENV/bin/python" -m localstack.runtime.main >"$dir/log" 2>&1 </dev/null
-        ) &
-        pid=$!
-        echo "$pid" >"$dir/pid"
-        for ((i = 0; i < 600; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            if "$VENV/bin/python" - "http://127.0.0.1:$port/_localstack/health" <<'PY' 2>/dev/null; then
+launch() {
+    port="${LOCALSTACK_PORT:-$(free_port)}"
+    (
+        cd "$dir"
+        OVERRIDE_IN_DOCKER=0 FILESYSTEM_ROOT="$FS_ROOT" GATEWAY_LISTEN="127.0.0.1:$port" \
+            GATEWAY_SERVER=hypercorn DNS_ADDRESS=0 DISABLE_EVENTS=1 SKIP_SSL_CERT_DOWNLOAD=1 \
+            SERVICES=kinesis,s3 LOCALSTACK_HOST="127.0.0.1:$port" \
+            exec "$VENV/bin/python" -m localstack.runtime.main >"$dir/log" 2>&1 </dev/null
+    ) &
+    SERVER_PID=$!
+}
+
+# Ready when its health check says Kinesis is up.
+ready() {
+    "$VENV/bin/python" - "http://127.0.0.1:$port/_localstack/health" <<'PY' 2>/dev/null
 import json, sys, urllib.request
 h = json.load(urllib.request.urlopen(sys.argv[1], timeout=2))
 sys.exit(0 if h.get("services", {}).get("kinesis") in ("available", "running") else 1)
 PY
-                say "ready on 127.0.0.1:$port (pid $pid, log $dir/log)"
-                echo "SLUICE_TEST_LOCALSTACK_ENDPOINT=http://127.0.0.1:$port"
-                echo "LOCALSTACK_PID=$pid"
-                return 0
-            fi
-            sleep 0.2
-        done
-        stop "$dir"
-        say "attempt $attempt failed; log:"
-        tail -n 20 "$dir/log" >&2 || true
-        [[ -z "${LOCALSTACK_PORT:-}" ]] || break
-    done
-    die "LocalStack did not start (log: $dir/log)"
+}
+
+start() {
+    local dir="${1:-$BASE/run}" port
+    install
+    mkdir -p "$dir"
+    dir="$(cd "$dir" && pwd)"
+    # Up to 120 s a try: the first start of a fresh install is slow.
+    start_server "$dir" launch ready 600 stop
+    say "ready on 127.0.0.1:$port (pid $SERVER_PID, log $dir/log)"
+    echo "SLUICE_TEST_LOCALSTACK_ENDPOINT=http://127.0.0.1:$port"
+    echo "LOCALSTACK_PID=$SERVER_PID"
 }
 
 stop() {
