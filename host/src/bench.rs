@@ -112,14 +112,25 @@ fn plugin(engine: &PluginEngine, dir: &Path, file: &str) -> Result<TransformPlug
     TransformPlugin::new(engine, &linker, spec, Default::default()).map_err(|e| e.to_string())
 }
 
-/// Both plugins on every batch, including the host's encode/decode of each call.
-fn wasm(v: &mut TransformPlugin, e: &mut TransformPlugin, batches: &[Batch]) -> Result<u64, String> {
+/// Both plugins on every batch, including the host's encode/decode of each
+/// call; adds the time spent in that encode/decode to `codec`.
+fn wasm(v: &mut TransformPlugin, e: &mut TransformPlugin, batches: &[Batch], codec: &mut Duration) -> Result<u64, String> {
     let mut out = 0;
+    let mut timed = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<(), String> {
+        let t = Instant::now();
+        let r = f();
+        *codec += t.elapsed();
+        r
+    };
     for b in batches {
-        let r = v.process(&wire::encode(&b.data)?).map_err(|e| e.to_string())?;
-        let (mid, _) = wire::decode(r.output)?;
-        let r = e.process(&wire::encode(&mid)?).map_err(|e| e.to_string())?;
-        let (_, n) = wire::decode(r.output)?;
+        let mut input = None;
+        timed(&mut || Ok(input = Some(wire::encode(&b.data)?)))?;
+        let mut r = Some(v.process(&input.take().expect("encoded")).map_err(|e| e.to_string())?);
+        let mut mid = None;
+        timed(&mut || Ok(mid = Some(wire::encode(&wire::decode(r.take().expect("output").output)?.0)?)))?;
+        let mut r = Some(e.process(&mid.take().expect("encoded")).map_err(|e| e.to_string())?);
+        let mut n = 0;
+        timed(&mut || Ok(n = wire::decode(r.take().expect("output").output)?.1))?;
         out += n as u64;
     }
     Ok(out)
@@ -162,10 +173,14 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         let mut e = plugin(&engine, &args.plugins, files.1)?;
         let batches = if form == "json" { &inp.json } else { &inp.arrow };
         let mut err = None;
-        let (dw, nw) = best(args.repeat, || wasm(&mut v, &mut e, batches).unwrap_or_else(|x| {
-            err = Some(x);
-            0
-        }));
+        let mut codec = Duration::ZERO;
+        let (dw, nw) = best(args.repeat, || {
+            codec = Duration::ZERO;
+            wasm(&mut v, &mut e, batches, &mut codec).unwrap_or_else(|x| {
+                err = Some(x);
+                0
+            })
+        });
         if let Some(x) = err {
             return Err(x);
         }
@@ -174,6 +189,17 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         }
         let (rn, rw) = (rate(inp.rows, dn), rate(inp.rows, dw));
         println!("  validate+enrich {form:<5}  native {rn:>12.0} rec/s   wasm {rw:>12.0} rec/s   wasm/native {:.2}", rw / rn);
+        // Where the Wasm time goes: the host's batch encode/decode around the
+        // calls (the last repetition), the rest is inside the calls (copy in,
+        // the guest's own decode/encode and logic, copy out).
+        let per = |d: Duration| d.as_nanos() as f64 / inp.rows as f64;
+        println!(
+            "      ns/record: native {:.0}; wasm {:.0} = host encode/decode {:.0} + plugin calls {:.0}",
+            per(dn),
+            per(dw),
+            per(codec),
+            per(dw.saturating_sub(codec))
+        );
         rows.push((form, rn, rw));
     }
     if let [(_, jn, jw), (_, an, aw)] = rows[..] {
