@@ -150,6 +150,9 @@ pub fn describe(p: &Pipeline, plan: &Plan) -> String {
         s += &format!("  sink    {name}: takes {} ← {}\n", sink_takes(sk), sk.inputs().join(", "));
     }
     s += &format!("  dlq     {}\n", p.spec.dlq.path);
+    if let Some(a) = &p.spec.admin {
+        s += &format!("  admin   http://{} (GET /metrics, /status; bearer token set)\n", a.listen.0);
+    }
     if plan.conversions.is_empty() {
         s += "  conversions: none\n";
     }
