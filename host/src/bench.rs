@@ -116,21 +116,18 @@ fn plugin(engine: &PluginEngine, dir: &Path, file: &str) -> Result<TransformPlug
 /// call; adds the time spent in that encode/decode to `codec`.
 fn wasm(v: &mut TransformPlugin, e: &mut TransformPlugin, batches: &[Batch], codec: &mut Duration) -> Result<u64, String> {
     let mut out = 0;
-    let mut timed = |f: &mut dyn FnMut() -> Result<(), String>| -> Result<(), String> {
-        let t = Instant::now();
-        let r = f();
-        *codec += t.elapsed();
-        r
-    };
     for b in batches {
-        let mut input = None;
-        timed(&mut || Ok(input = Some(wire::encode(&b.data)?)))?;
-        let mut r = Some(v.process(&input.take().expect("encoded")).map_err(|e| e.to_string())?);
-        let mut mid = None;
-        timed(&mut || Ok(mid = Some(wire::encode(&wire::decode(r.take().expect("output").output)?.0)?)))?;
-        let mut r = Some(e.process(&mid.take().expect("encoded")).map_err(|e| e.to_string())?);
-        let mut n = 0;
-        timed(&mut || Ok(n = wire::decode(r.take().expect("output").output)?.1))?;
+        let t = Instant::now();
+        let input = wire::encode(&b.data)?;
+        *codec += t.elapsed();
+        let r = v.process(&input).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let mid = wire::encode(&wire::decode(r.output)?.0)?;
+        *codec += t.elapsed();
+        let r = e.process(&mid).map_err(|e| e.to_string())?;
+        let t = Instant::now();
+        let (_, n) = wire::decode(r.output)?;
+        *codec += t.elapsed();
         out += n as u64;
     }
     Ok(out)
