@@ -67,6 +67,8 @@ pub async fn run(p: &Pipeline, plan: Plan, shutdown: watch::Receiver<bool>) -> R
         info!(epoch = cp.epoch, store = %store.describe(), "resuming from checkpoint");
     }
     let resumed_from = cp.as_ref().map_or(0, |c| c.epoch);
+    // The resume point is the last checkpoint until this run writes one.
+    stats.progress.epoch.store(resumed_from, std::sync::atomic::Ordering::Relaxed);
     let state_of = |key: &str| cp.as_ref().and_then(|c| c.nodes.get(key).cloned());
 
     // Sinks first: recovery completes the last checkpoint's commits and
