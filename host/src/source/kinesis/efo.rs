@@ -307,4 +307,18 @@ mod tests {
         assert_eq!(on_event(&event(&[], "", &[]), &mut resume), Step::Verify);
         assert_eq!(resume, StartAt::After("3".into()));
     }
+
+    #[test]
+    fn event_stream_errors_are_classified_by_their_type() {
+        use aws_sdk_kinesis::types::error::{InternalFailureException, ResourceInUseException};
+        use aws_smithy_types::event_stream::RawMessage;
+        let err = |e: StreamError| SdkError::service_error(e, RawMessage::invalid(None));
+        // What kinesis-local sends when a renewal comes before the old subscription is released.
+        let in_use = err(StreamError::ResourceInUseException(ResourceInUseException::builder().message("Another active subscription exists").build()));
+        assert_eq!(classify(&in_use).code, None, "no error code in the event: the generic classification cannot tell");
+        let c = classify_event_error(&in_use);
+        assert_eq!((c.kind, c.code.as_deref()), (ErrorKind::InUse, Some("ResourceInUseException")));
+        let internal = err(StreamError::InternalFailureException(InternalFailureException::builder().message("boom").build()));
+        assert_eq!(classify_event_error(&internal).kind, ErrorKind::Transient);
+    }
 }
