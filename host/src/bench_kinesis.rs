@@ -10,23 +10,21 @@
 //! an emulator (kinesalite: tests/scripts/kinesalite.sh); asserts nothing.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardIteratorType, StreamStatus};
 use aws_sdk_kinesis::Client;
 use futures::{StreamExt, TryStreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::units::{ByteSize, Dur};
 use crate::config::BatchSpec;
-use crate::pipeline::edge::{Edge, Envelope, Outputs};
+use crate::pipeline::edge::Envelope;
 use crate::pipeline::msg::{Barrier, Msg};
-use crate::pipeline::stats::NodeStats;
 use crate::source::kinesis::config::{KinesisSourceSpec, ReadMode, StartPosition};
-use crate::source::SourceCtx;
+use crate::source::{Detached, SourceCtx};
 
 /// The per-shard limits the source's polling reader honours (poll.rs).
 const PACED_SPACING: Duration = Duration::from_millis(200);
@@ -278,32 +276,14 @@ async fn source_once(args: &Args, stream: &str, total: u64, poll_interval: Optio
         spec.poll_interval = Dur(p);
         spec.read_bytes_per_sec = crate::config::units::ByteSize(0);
     }
-    let (data_tx, mut data) = mpsc::channel(8);
-    let (dlq_tx, mut dlq) = mpsc::channel(8);
-    let (barriers, barrier_rx) = mpsc::unbounded_channel();
-    let (ack_tx, _acks) = mpsc::unbounded_channel();
-    let (req_tx, _requests) = mpsc::unbounded_channel();
-    let ctx = SourceCtx {
-        node: "sources.bench".into(),
-        name: Arc::from("bench"),
-        out: Outputs {
-            edges: vec![Edge { to: "sinks.count".into(), input: 0, tx: data_tx }],
-            dlq: Some(Edge { to: "dlq".into(), input: 0, tx: dlq_tx }),
-        },
-        barriers: barrier_rx,
-        acks: ack_tx,
-        requests: req_tx,
-        resume: None,
-        // Batches as large as a GetRecords answer, like the bare loop's.
-        batch: BatchSpec {
-            max_records: GET_LIMIT as usize,
-            max_bytes: ByteSize(64 << 20),
-            max_wait: Dur(Duration::from_millis(250)),
-            channel_capacity: 8,
-        },
-        stats: Arc::new(NodeStats::default()),
-        preferred: crate::batch::Format::Json,
+    // Batches as large as a GetRecords answer, like the bare loop's.
+    let batch = BatchSpec {
+        max_records: GET_LIMIT as usize,
+        max_bytes: ByteSize(64 << 20),
+        max_wait: Dur(Duration::from_millis(250)),
+        channel_capacity: 8,
     };
+    let Detached { ctx, mut data, mut dlq, barriers, acks: _acks, requests: _requests } = SourceCtx::detached("bench", batch, None);
     let t = Instant::now();
     let (done_tx, done_rx) = oneshot::channel();
     let counter = tokio::spawn(async move {

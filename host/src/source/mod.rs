@@ -42,6 +42,46 @@ pub struct SourceCtx {
     pub preferred: crate::batch::Format,
 }
 
+/// A source's context with no pipeline behind it: one data edge, a DLQ edge
+/// and the coordinator's channels, for running a source on its own
+/// (`sluice bench-kinesis`, source tests).
+pub struct Detached {
+    pub ctx: SourceCtx,
+    pub data: mpsc::Receiver<crate::pipeline::edge::Envelope>,
+    pub dlq: mpsc::Receiver<crate::pipeline::edge::Envelope>,
+    pub barriers: mpsc::UnboundedSender<Barrier>,
+    pub acks: mpsc::UnboundedReceiver<Ack>,
+    pub requests: mpsc::UnboundedReceiver<Request>,
+}
+
+impl SourceCtx {
+    /// `sources.NAME` emitting JSON batches of `batch` into [`Detached::data`].
+    pub fn detached(name: &str, batch: crate::config::BatchSpec, resume: Option<serde_json::Value>) -> Detached {
+        use crate::pipeline::edge::{Edge, Outputs};
+        let (data_tx, data) = mpsc::channel(8);
+        let (dlq_tx, dlq) = mpsc::channel(64);
+        let (barriers, barrier_rx) = mpsc::unbounded_channel();
+        let (ack_tx, acks) = mpsc::unbounded_channel();
+        let (req_tx, requests) = mpsc::unbounded_channel();
+        let ctx = SourceCtx {
+            node: format!("sources.{name}"),
+            name: Arc::from(name),
+            out: Outputs {
+                edges: vec![Edge { to: "sinks.out".into(), input: 0, tx: data_tx }],
+                dlq: Some(Edge { to: "dlq".into(), input: 0, tx: dlq_tx }),
+            },
+            barriers: barrier_rx,
+            acks: ack_tx,
+            requests: req_tx,
+            resume,
+            batch,
+            stats: Arc::new(NodeStats::default()),
+            preferred: crate::batch::Format::Json,
+        };
+        Detached { ctx, data, dlq, barriers, acks, requests }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("source {source_name}: cannot read {what}: {message}")]

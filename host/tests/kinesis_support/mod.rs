@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::StreamStatus;
@@ -14,11 +14,10 @@ use aws_sdk_kinesis::Client;
 use sluice::batch::BatchData;
 use sluice::config::units::{ByteSize, Dur};
 use sluice::config::BatchSpec;
-use sluice::pipeline::edge::{Edge, Envelope, Outputs};
+use sluice::pipeline::edge::Envelope;
 use sluice::pipeline::msg::{Ack, Barrier, Msg, Request};
-use sluice::pipeline::stats::NodeStats;
 use sluice::source::kinesis::config::KinesisSourceSpec;
-use sluice::source::{SourceCtx, SourceError};
+use sluice::source::{Detached, SourceCtx, SourceError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -207,26 +206,8 @@ pub struct Run {
 }
 
 pub fn start_source(spec: KinesisSourceSpec, resume: Option<serde_json::Value>, max_records: usize) -> Run {
-    let (data_tx, data) = mpsc::channel(8);
-    let (dlq_tx, dlq) = mpsc::channel(64);
-    let (barriers, barrier_rx) = mpsc::unbounded_channel();
-    let (ack_tx, acks) = mpsc::unbounded_channel();
-    let (req_tx, requests) = mpsc::unbounded_channel();
-    let ctx = SourceCtx {
-        node: "sources.trips".into(),
-        name: Arc::from("trips"),
-        out: Outputs {
-            edges: vec![Edge { to: "sinks.test".into(), input: 0, tx: data_tx }],
-            dlq: Some(Edge { to: "dlq".into(), input: 0, tx: dlq_tx }),
-        },
-        barriers: barrier_rx,
-        acks: ack_tx,
-        requests: req_tx,
-        resume,
-        batch: BatchSpec { max_records, max_bytes: ByteSize(1 << 20), max_wait: Dur(Duration::from_millis(250)), channel_capacity: 8 },
-        stats: Arc::new(NodeStats::default()),
-        preferred: sluice::batch::Format::Json,
-    };
+    let batch = BatchSpec { max_records, max_bytes: ByteSize(1 << 20), max_wait: Dur(Duration::from_millis(250)), channel_capacity: 8 };
+    let Detached { ctx, data, dlq, barriers, acks, requests } = SourceCtx::detached("trips", batch, resume);
     let handle = tokio::spawn(sluice::source::kinesis::run(spec, ctx));
     Run { barriers, acks, requests, data, dlq, handle, out: Vec::new(), dead: Vec::new() }
 }
