@@ -7,7 +7,9 @@ use tokio::sync::watch;
 
 use crate::config::{self, ConfigErrors, Pipeline};
 use crate::pipeline::plan::{self, Plan};
+use crate::pipeline::reset::{self, Confirm};
 use crate::pipeline::runtime::{self, RunSummary};
+use crate::pipeline::stats;
 use crate::plugin::{host, PluginEngine};
 
 /// Exit codes: 0 done, 1 the run failed, 2 the pipeline file is wrong.
@@ -83,7 +85,74 @@ pub fn print_summary(s: &RunSummary, p: &Pipeline) {
     eprintln!("  dead letters → {}", p.spec.dlq.path);
 }
 
-pub async fn run(file: &Path, summary_json: Option<&Path>) -> i32 {
+/// Options of `sluice run` beyond the pipeline file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Also write the run summary as JSON here.
+    pub summary_json: Option<PathBuf>,
+    /// Exit 1 (after the final checkpoint) when a node rejected more than
+    /// this fraction of its input; overrides `[pipeline] max_reject_rate`.
+    pub max_reject_rate: Option<f64>,
+    /// Reset the pipeline (checkpoint and outputs) before running.
+    pub from_scratch: bool,
+    /// Confirm the reset without asking.
+    pub yes: bool,
+}
+
+/// Warn about every node that rejected more than 10% of its input; `true`
+/// when one rejected more than `limit` (the run then fails).
+pub fn judge_rejections(s: &RunSummary, p: &Pipeline, limit: Option<f64>) -> bool {
+    let threshold = limit.map_or(stats::WARN_REJECT_RATE, |l| l.min(stats::WARN_REJECT_RATE));
+    let mut failed = false;
+    for (node, n, rate) in stats::rejecting_more_than(&s.nodes, threshold) {
+        let over = limit.is_some_and(|l| rate > l);
+        failed |= over;
+        eprintln!(
+            "{}: {node} rejected {} of {} records ({:.1}%); they are in the DLQ at {} (each with `code` and `message`)",
+            if over { "error" } else { "warning" },
+            n.rejected,
+            n.records_in,
+            rate * 100.0,
+            p.spec.dlq.path
+        );
+    }
+    if let (true, Some(l)) = (failed, limit) {
+        eprintln!(
+            "error: rejections above max_reject_rate = {l}; every record is checkpointed (in the output or the DLQ): \
+             fix the data or the plugin's config, then `sluice reset` and run again"
+        );
+    }
+    failed
+}
+
+/// `sluice reset`: exit 0 when done (or nothing to do), 1 when refused or
+/// incomplete, 2 when the pipeline file is wrong.
+pub async fn reset(file: &Path, yes: bool) -> i32 {
+    let p = match config::load(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
+    reset_loaded(&p, yes).await
+}
+
+async fn reset_loaded(p: &Pipeline, yes: bool) -> i32 {
+    match reset::reset(p, if yes { Confirm::Yes } else { Confirm::Ask }).await {
+        Ok(_) => 0,
+        Err(reset::ResetError::Config(e)) => {
+            eprintln!("{e}");
+            EXIT_CONFIG
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_RUN
+        }
+    }
+}
+
+pub async fn run(file: &Path, opts: &RunOptions) -> i32 {
     let (p, plan) = match prepare(file) {
         Ok(v) => v,
         Err(e) => {
@@ -91,15 +160,29 @@ pub async fn run(file: &Path, summary_json: Option<&Path>) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    if opts.from_scratch {
+        let code = reset_loaded(&p, opts.yes).await;
+        if code != 0 {
+            return code;
+        }
+    }
+    let limit = opts.max_reject_rate.or(p.spec.pipeline.max_reject_rate);
     let shutdown = shutdown_signal();
     match runtime::run(&p, plan, shutdown).await {
         Ok(s) => {
             print_summary(&s, &p);
-            if let Some(path) = summary_json {
-                if let Err(e) = std::fs::write(path, serde_json::to_vec_pretty(&s).expect("summary json")) {
+            if let Some(path) = &opts.summary_json {
+                if let Err(e) =
+                    std::fs::write(path, serde_json::to_vec_pretty(&s).expect("summary json"))
+                {
                     eprintln!("cannot write the summary to {}: {e}", path.display());
                     return EXIT_RUN;
                 }
+            }
+            // After the final checkpoint: nothing is lost, the run only says
+            // it did not go as it should.
+            if judge_rejections(&s, &p, limit) {
+                return EXIT_RUN;
             }
             0
         }

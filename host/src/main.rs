@@ -33,6 +33,26 @@ enum Cmd {
         /// Also write the run summary as JSON.
         #[arg(long)]
         summary_json: Option<PathBuf>,
+        /// Exit 1 (after the final checkpoint; the records are in the DLQ) when a
+        /// source, stage or sink rejected more than this fraction (0..1) of its
+        /// input. Overrides `[pipeline] max_reject_rate`.
+        #[arg(long, value_name = "R", value_parser = parse_rate)]
+        max_reject_rate: Option<f64>,
+        /// First remove the pipeline's checkpoint, sink outputs and DLQ (as
+        /// `sluice reset` does, with the same confirmation).
+        #[arg(long)]
+        from_scratch: bool,
+        /// Confirm --from-scratch without asking.
+        #[arg(long, short, requires = "from_scratch")]
+        yes: bool,
+    },
+    /// Remove a pipeline's checkpoint, sink outputs and DLQ (the paths its file
+    /// declares, nothing else), so the next run starts from the beginning.
+    Reset {
+        pipeline: PathBuf,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
     },
     /// Check a pipeline file and its plugins without running it.
     Validate { pipeline: PathBuf },
@@ -68,13 +88,37 @@ enum GenCmd {
     },
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{s:?} is not a fraction from 0 to 1 (e.g. 0.05 for 5%)"
+        )),
+    }
+}
+
 fn main() {
     let args = Args::parse();
     telemetry::init(args.log_format, args.quiet);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = rt.block_on(async move {
         match args.cmd {
-            Cmd::Run { pipeline, summary_json } => cli::run(&pipeline, summary_json.as_deref()).await,
+            Cmd::Run {
+                pipeline,
+                summary_json,
+                max_reject_rate,
+                from_scratch,
+                yes,
+            } => {
+                let opts = cli::RunOptions {
+                    summary_json,
+                    max_reject_rate,
+                    from_scratch,
+                    yes,
+                };
+                cli::run(&pipeline, &opts).await
+            }
+            Cmd::Reset { pipeline, yes } => cli::reset(&pipeline, yes).await,
             Cmd::Validate { pipeline } => match cli::prepare(&pipeline) {
                 Ok((p, plan)) => {
                     print!("{}", sluice::pipeline::plan::describe(&p, &plan));

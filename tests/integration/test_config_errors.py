@@ -52,7 +52,14 @@ def matching_errors(output: str, rel: str, lines: set[int], path_re: str | None,
 def test_fixtures_cover_the_required_kinds():
     names = {p.stem for p in BAD}
     required = {"unknown-key", "missing-input", "cycle", "missing-plugin", "core-module-plugin", "not-wasm-plugin",
-                "bad-duration", "bad-env", "toml-syntax"}
+                "bad-duration", "bad-env", "toml-syntax",
+                # What `run` would meet only when starting sinks, DLQ and checkpoint store:
+                "parquet-partition-undeclared", "parquet-s3-path", "sink-path-under-file", "dlq-path-is-dir",
+                "checkpoint-dir-is-file", "checkpoint-bad-s3-url", "checkpoint-foreign",
+                # Destinations that would destroy each other's data:
+                "sinks-overlap", "dlq-overlaps-sink",
+                # Key paths must not be doubled:
+                "unknown-stage-key", "unknown-top-level-key"}
     assert required <= names, f"missing fixtures: {required - names}"
 
 
@@ -77,6 +84,37 @@ def test_run_refuses_and_writes_nothing(bad, sluice, scratch):
     assert matching_errors(r.output, rel, lines, path_re, msg_re), r.describe()
     written = sorted(str(p) for p in out.rglob("*")) if out.exists() else []
     assert not written, f"sluice run wrote {written}"
+
+
+def test_missing_plugin_hint_names_a_command_that_exists(sluice, scratch):
+    rel = (FIXTURES / "bad-pipelines/missing-plugin.toml").relative_to(REPO).as_posix()
+    r = sluice.validate(rel, env=env_for(scratch / "out"))
+    assert r.returncode == 2, r.describe()
+    targets = set(re.findall(r"^([\w-]+):", (REPO / "Makefile").read_text(), re.M))
+    for t in re.findall(r"`make ([\w-]+)`", r.stderr):
+        assert t in targets, f"the hint names `make {t}`, which the Makefile lacks\n{r.describe()}"
+    scripts = re.findall(r"`(tests/scripts/[\w.-]+)", r.stderr)
+    assert scripts and all((REPO / s).is_file() for s in scripts), f"no runnable build command named\n{r.describe()}"
+
+
+def test_run_refuses_a_locked_checkpoint_and_validate_says_so_without_writing(sluice, scratch):
+    """A second process on the same checkpoint: validate reports it (run would fail on it)."""
+    import fcntl
+    ckpt = scratch / "ckpt"
+    ckpt.mkdir()
+    lock = open(ckpt / "LOCK", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    text = (REPO / "tests/pipelines/taxi-json.toml").read_text().replace(
+        '${SLUICE_OUT:-out}/checkpoint', str(ckpt))
+    pipeline = scratch / "locked.toml"
+    pipeline.write_text(text)
+    try:
+        r = sluice.validate(pipeline, env=env_for(scratch / "out"))
+        assert r.returncode == 2 and "in use by another sluice process" in r.stderr, r.describe()
+        assert re.search(rf"{re.escape(str(pipeline))}:\d+: checkpoint\.dir: ", r.stderr), r.describe()
+        assert sorted(p.name for p in ckpt.iterdir()) == ["LOCK"] and not (scratch / "out").exists()
+    finally:
+        lock.close()
 
 
 def test_validate_accepts_taxi_local_and_prints_the_graph(sluice, scratch):

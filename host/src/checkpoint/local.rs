@@ -15,14 +15,48 @@ pub struct LocalStore {
 }
 
 const NAME: &str = "checkpoint.json";
+const LOCK: &str = "LOCK";
+const TMP: &str = ".checkpoint.json.tmp";
+/// Every file the store keeps in its directory (what `sluice reset` removes
+/// and what no other output may be written over).
+pub const FILES: [&str; 3] = [NAME, TMP, LOCK];
 
 impl LocalStore {
     pub fn open(dir: &Path) -> Result<Self, CheckpointError> {
         let io = |e: std::io::Error| CheckpointError::Io { store: dir.display().to_string(), message: e.to_string() };
         fs::create_dir_all(dir).map_err(io)?;
-        let lock = File::options().create(true).truncate(false).write(true).open(dir.join("LOCK")).map_err(io)?;
+        let lock = File::options().create(true).truncate(false).write(true).open(dir.join(LOCK)).map_err(io)?;
         lock.try_lock().map_err(|e| CheckpointError::Locked { store: dir.display().to_string(), message: e.to_string() })?;
         Ok(Self { dir: dir.to_path_buf(), _lock: lock })
+    }
+}
+
+/// What `open` + `load` would find, without creating or changing anything
+/// (for `sluice validate`): an error if another process holds the lock or
+/// the checkpoint is unreadable, else the checkpoint if there is one.
+pub fn probe(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
+    let lock_path = dir.join(LOCK);
+    if let Ok(lock) = File::options().write(true).open(&lock_path) {
+        lock.try_lock().map_err(|e| CheckpointError::Locked {
+            store: dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    let path = dir.join(NAME);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| CheckpointError::Corrupt {
+                    store: path.display().to_string(),
+                    message: e.to_string(),
+                })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CheckpointError::Io {
+            store: path.display().to_string(),
+            message: e.to_string(),
+        }),
     }
 }
 
@@ -42,7 +76,7 @@ impl CheckpointStore for LocalStore {
     async fn save(&self, cp: &Checkpoint) -> Result<(), CheckpointError> {
         let io = |e: std::io::Error| CheckpointError::Io { store: self.dir.display().to_string(), message: e.to_string() };
         let bytes = serde_json::to_vec_pretty(cp).expect("checkpoint serialises");
-        let tmp = self.dir.join(format!(".{NAME}.tmp"));
+        let tmp = self.dir.join(TMP);
         let mut f = File::create(&tmp).map_err(io)?;
         f.write_all(&bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
@@ -69,5 +103,18 @@ mod tests {
         s.save(&cp).await.unwrap();
         assert_eq!(s.load().await.unwrap(), Some(cp));
         assert!(matches!(LocalStore::open(d.path()), Err(CheckpointError::Locked { .. })));
+        assert!(matches!(
+            probe(d.path()),
+            Err(CheckpointError::Locked { .. })
+        ));
+        drop(s);
+        assert_eq!(probe(d.path()).unwrap().map(|c| c.epoch), Some(3));
+        for f in std::fs::read_dir(d.path()).unwrap() {
+            let name = f.unwrap().file_name();
+            assert!(
+                FILES.contains(&name.to_str().unwrap()),
+                "{name:?} is not in FILES"
+            );
+        }
     }
 }

@@ -107,8 +107,69 @@ pub fn parse(file: &Path, raw: &str, env: impl Fn(&str) -> Option<String>) -> Re
         .clone()
         .unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
     let mut p = Pipeline { file: file.to_path_buf(), text, spec, name, stage_order: Vec::new() };
+    resolve_defaults(&mut p)?;
     p.stage_order = check_graph(&p)?;
     Ok(p)
+}
+
+/// Where a pipeline keeps its state and dead letters unless the file says:
+/// `.sluice/<pipeline name>/` holds `checkpoint.json`, its lock and
+/// `dlq.ndjson`. Per pipeline, because a checkpoint (and so the DLQ it
+/// commits) belongs to exactly one pipeline.
+pub const STATE_ROOT: &str = ".sluice";
+
+fn resolve_defaults(p: &mut Pipeline) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    let name_at = if locate::has_key(&p.text, &["pipeline", "name"]) {
+        vec!["pipeline", "name"]
+    } else {
+        vec![]
+    };
+    if p.name.is_empty() || p.name == "." || p.name == ".." || p.name.contains(['/', '\\']) {
+        errors.push(p.error_at(
+            &name_at,
+            format!("the pipeline name {:?} cannot name its state directory; use letters, digits, '-', '_' or '.'", p.name),
+        ));
+    }
+    let explicit_empty = |p: &Pipeline, path: &[&str], value: &str| {
+        value.is_empty() && locate::has_key(&p.text, path)
+    };
+    if explicit_empty(p, &["checkpoint", "dir"], &p.spec.checkpoint.dir) {
+        errors.push(p.error_at(
+            &["checkpoint", "dir"],
+            "is empty; name a directory or s3://bucket/prefix, or leave the key out",
+        ));
+    }
+    if explicit_empty(p, &["dlq", "path"], &p.spec.dlq.path) {
+        errors.push(p.error_at(
+            &["dlq", "path"],
+            "is empty; name an NDJSON file, or leave the key out",
+        ));
+    }
+    if let Some(r) = p.spec.pipeline.max_reject_rate {
+        if !(0.0..=1.0).contains(&r) {
+            errors.push(p.error_at(
+                &["pipeline", "max_reject_rate"],
+                format!("{r} is not a fraction; write a number from 0 to 1 (e.g. 0.05 for 5%)"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let own = Path::new(STATE_ROOT).join(&p.name);
+    if p.spec.checkpoint.dir.is_empty() {
+        p.spec.checkpoint.dir = own.to_string_lossy().into_owned();
+    }
+    if p.spec.dlq.path.is_empty() {
+        let dir = if p.spec.checkpoint.dir.starts_with("s3://") {
+            own
+        } else {
+            PathBuf::from(&p.spec.checkpoint.dir)
+        };
+        p.spec.dlq.path = dir.join("dlq.ndjson").to_string_lossy().into_owned();
+    }
+    Ok(())
 }
 
 fn deserialize(file: &Path, text: &str) -> Result<PipelineFile, ConfigError> {
@@ -123,11 +184,16 @@ fn deserialize(file: &Path, text: &str) -> Result<PipelineFile, ConfigError> {
         let inner = e.inner();
         let segments: Vec<&str> = if path == "." { vec![] } else { path.split('.').collect() };
         let mut message = inner.message().trim().to_string();
-        // serde's unknown-field path stops at the table; point at the key itself.
+        // For plain tables serde_path_to_error's path already ends with the
+        // unknown key; for tagged tables (sources, sinks), which serde
+        // buffers, it stops at the table. Add the key only in that case: the
+        // path then names a table of the file that holds the key.
         let mut located: Vec<&str> = segments.clone();
         let unknown = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()).map(str::to_owned);
         if let Some(u) = &unknown {
-            located.push(u);
+            if locate::table_has_key(text, &segments, u) {
+                located.push(u);
+            }
         }
         // Tagged tables (sources, sinks) are buffered by serde, so their span
         // covers the whole table: for an unknown key, finding the key wins.
@@ -280,6 +346,59 @@ path = "o.ndjson"
         let t = t.replace("inputs = [\"v\"]", "inputs = [\"v\", \"w\"]");
         let e = parse_str(&t).unwrap_err().0;
         assert!(e.iter().any(|e| e.message.contains("cycle")), "{e:?}");
+    }
+
+    #[test]
+    fn unknown_keys_of_plain_tables_are_not_doubled() {
+        let t = OK.replace(
+            "plugin = \"v.wasm\"",
+            "plugin = \"v.wasm\"\ninput = [\"a\"]",
+        );
+        let e = parse_str(&t).unwrap_err().0.remove(0);
+        assert_eq!(e.path, "stages.v.input", "{e}");
+        assert_eq!(e.line, Some(9), "{e}");
+        let t = format!("[checkpiont]\ndir = \"x\"\n{OK}");
+        let e = parse_str(&t).unwrap_err().0.remove(0);
+        assert_eq!(e.path, "checkpiont", "{e}");
+        assert_eq!(e.line, Some(1), "{e}");
+        let t = format!("[checkpoint]\nintervl = \"1s\"\n{OK}");
+        let e = parse_str(&t).unwrap_err().0.remove(0);
+        assert_eq!(e.path, "checkpoint.intervl", "{e}");
+        // A tagged table whose name equals the unknown key still gets the key.
+        let t = OK
+            .replace("[sinks.out]", "[sinks.path2]")
+            .replace("path = \"o.ndjson\"", "path = \"o.ndjson\"\npath2 = 1");
+        let e = parse_str(&t).unwrap_err().0.remove(0);
+        assert_eq!(e.path, "sinks.path2.path2", "{e}");
+    }
+
+    #[test]
+    fn state_and_dlq_default_per_pipeline() {
+        let p = parse_str(OK).unwrap();
+        assert_eq!(p.spec.checkpoint.dir, ".sluice/p");
+        assert_eq!(p.spec.dlq.path, ".sluice/p/dlq.ndjson");
+        let p = parse_str(&format!(
+            "[pipeline]\nname = \"q\"\n[checkpoint]\ndir = \"st/q\"\n{OK}"
+        ))
+        .unwrap();
+        assert_eq!(p.spec.dlq.path, "st/q/dlq.ndjson");
+        let p = parse_str(&format!("[checkpoint]\ndir = \"s3://bucket/cp\"\n{OK}")).unwrap();
+        assert_eq!(p.spec.dlq.path, ".sluice/p/dlq.ndjson");
+        let e = parse_str(&format!("[dlq]\npath = \"\"\n{OK}"))
+            .unwrap_err()
+            .0
+            .remove(0);
+        assert_eq!((e.path.as_str(), e.line), ("dlq.path", Some(2)), "{e}");
+        let e = parse_str(&format!("[pipeline]\nname = \"a/b\"\n{OK}"))
+            .unwrap_err()
+            .0
+            .remove(0);
+        assert_eq!((e.path.as_str(), e.line), ("pipeline.name", Some(2)), "{e}");
+        let e = parse_str(&format!("[pipeline]\nmax_reject_rate = 2.0\n{OK}"))
+            .unwrap_err()
+            .0
+            .remove(0);
+        assert_eq!(e.path, "pipeline.max_reject_rate", "{e}");
     }
 
     #[test]

@@ -26,3 +26,30 @@ pub fn offset_of(text: &str, path: &[&str]) -> Option<usize> {
     }
     found
 }
+
+/// True when `path` names a table of `text` that has the key `key`.
+pub fn table_has_key(text: &str, path: &[&str], key: &str) -> bool {
+    let Ok(root) = DeTable::parse(text) else {
+        return false;
+    };
+    let mut table = root.get_ref();
+    for segment in path {
+        match table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == *segment)
+            .map(|(_, v)| v.get_ref())
+        {
+            Some(DeValue::Table(t)) => table = t,
+            _ => return false,
+        }
+    }
+    table.iter().any(|(k, _)| k.get_ref().as_ref() == key)
+}
+
+/// True when the key path is written in `text` (not left to its default).
+pub fn has_key(text: &str, path: &[&str]) -> bool {
+    match path.split_last() {
+        Some((key, parent)) => table_has_key(text, parent, key),
+        None => true,
+    }
+}

@@ -5,6 +5,7 @@ pub mod interp;
 pub mod load;
 pub mod locate;
 pub mod model;
+pub mod outputs;
 pub mod units;
 
 pub use error::{ConfigError, ConfigErrors};

@@ -49,13 +49,19 @@ pub struct PipelineMeta {
     pub name: Option<String>,
     /// Where compiled plugins are cached (keyed by component hash).
     pub cache_dir: Option<String>,
+    /// A run in which some node rejected more than this fraction (0..1) of
+    /// its input exits 1 after its final checkpoint. `--max-reject-rate`
+    /// wins. Default: none (the run warns above 10% and exits 0).
+    pub max_reject_rate: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointSpec {
-    /// A local directory, or `s3://bucket/prefix`.
-    #[serde(default = "default_checkpoint_dir")]
+    /// A local directory, or `s3://bucket/prefix`. Empty until `load`
+    /// resolves the default, `.sluice/<pipeline name>` (one per pipeline, so
+    /// two pipelines run from one directory never share a checkpoint).
+    #[serde(default)]
     pub dir: String,
     /// How often to checkpoint (and so the longest a sink buffers before its
     /// files roll, like Firehose's buffer interval).
@@ -63,16 +69,16 @@ pub struct CheckpointSpec {
     pub interval: Dur,
 }
 
-fn default_checkpoint_dir() -> String {
-    ".sluice/checkpoint".into()
-}
 fn default_interval() -> Dur {
     Dur(Duration::from_secs(30))
 }
 
 impl Default for CheckpointSpec {
     fn default() -> Self {
-        Self { dir: default_checkpoint_dir(), interval: default_interval() }
+        Self {
+            dir: String::new(),
+            interval: default_interval(),
+        }
     }
 }
 
@@ -148,22 +154,15 @@ pub struct LimitsOverride {
     pub timeout: Option<Dur>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DlqSpec {
-    /// NDJSON file of rejected records.
-    #[serde(default = "default_dlq")]
+    /// NDJSON file of rejected records. Empty until `load` resolves the
+    /// default, `dlq.ndjson` inside the local checkpoint directory (next to
+    /// `checkpoint.json`; `.sluice/<pipeline name>/dlq.ndjson` when the
+    /// checkpoint is in S3), so every pipeline has its own.
+    #[serde(default)]
     pub path: String,
-}
-
-fn default_dlq() -> String {
-    ".sluice/dlq.ndjson".into()
-}
-
-impl Default for DlqSpec {
-    fn default() -> Self {
-        Self { path: default_dlq() }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,6 +5,8 @@ pub mod coordinator;
 pub mod edge;
 pub mod msg;
 pub mod plan;
+pub mod preflight;
+pub mod reset;
 pub mod runtime;
 pub mod sink_node;
 pub mod stage;

@@ -45,8 +45,14 @@ pub fn sink_takes(spec: &SinkSpec) -> Format {
     }
 }
 
-pub fn build(p: &Pipeline, engine: &PluginEngine, linker: &Linker<HostState>) -> Result<Plan, ConfigErrors> {
-    let mut errors = Vec::new();
+pub fn build(
+    p: &Pipeline,
+    engine: &PluginEngine,
+    linker: &Linker<HostState>,
+) -> Result<Plan, ConfigErrors> {
+    // Outputs, checkpoint store and admin first: what `run` would refuse
+    // when it starts them.
+    let mut errors = super::preflight::check(p);
     for (name, src) in &p.spec.sources {
         match src {
             crate::config::SourceSpec::File(f) if !std::path::Path::new(&f.path).is_file() => {
@@ -75,7 +81,11 @@ pub fn build(p: &Pipeline, engine: &PluginEngine, linker: &Linker<HostState>) ->
         if !spec.path.exists() {
             errors.push(p.error_at(
                 &["stages", name, "plugin"],
-                format!("plugin file {} does not exist (build plugins with `make plugins`)", spec.path.display()),
+                format!(
+                    "plugin file {} does not exist; build the repository's plugins with `tests/scripts/build.sh` \
+                     (or `cd plugins && cargo build --release --target wasm32-wasip2`), or fix the path",
+                    spec.path.display()
+                ),
             ));
             continue;
         }
@@ -147,9 +157,22 @@ pub fn describe(p: &Pipeline, plan: &Plan) -> String {
         );
     }
     for (name, sk) in &p.spec.sinks {
-        s += &format!("  sink    {name}: takes {} ← {}\n", sink_takes(sk), sk.inputs().join(", "));
+        let path = match sk {
+            SinkSpec::Parquet(pq) => &pq.path,
+            SinkSpec::File(f) => &f.path,
+        };
+        s += &format!(
+            "  sink    {name}: takes {} ← {} → {path}\n",
+            sink_takes(sk),
+            sk.inputs().join(", ")
+        );
     }
     s += &format!("  dlq     {}\n", p.spec.dlq.path);
+    s += &format!(
+        "  checkpoint {} (every {})\n",
+        p.spec.checkpoint.dir,
+        humantime::format_duration(p.spec.checkpoint.interval.0)
+    );
     if let Some(a) = &p.spec.admin {
         s += &format!("  admin   http://{} (GET /metrics, /status; bearer token set)\n", a.listen.0);
     }

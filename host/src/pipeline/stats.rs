@@ -52,6 +52,34 @@ pub struct NodeSummary {
     pub busy_ms: u64,
 }
 
+impl NodeSummary {
+    /// Fraction of the node's input it rejected (to the DLQ); `None` when
+    /// it received nothing.
+    pub fn reject_rate(&self) -> Option<f64> {
+        (self.records_in > 0).then(|| self.rejected as f64 / self.records_in as f64)
+    }
+}
+
+/// Above this fraction of rejected input a run ends with a warning.
+pub const WARN_REJECT_RATE: f64 = 0.10;
+
+/// Nodes (sources, stages, sinks; not the DLQ) that rejected more than
+/// `threshold` of their input, with that rate, in node order.
+pub fn rejecting_more_than(
+    nodes: &BTreeMap<String, NodeSummary>,
+    threshold: f64,
+) -> Vec<(&str, &NodeSummary, f64)> {
+    nodes
+        .iter()
+        .filter(|(k, _)| k.contains('.'))
+        .filter_map(|(k, n)| {
+            n.reject_rate()
+                .filter(|r| *r > threshold)
+                .map(|r| (k.as_str(), n, r))
+        })
+        .collect()
+}
+
 /// Checkpoint progress, written by the coordinator, read by the admin endpoint.
 #[derive(Debug, Default)]
 pub struct Progress {
@@ -88,5 +116,34 @@ impl Registry {
     }
     pub fn snapshot(&self) -> BTreeMap<String, NodeSummary> {
         self.nodes.lock().expect("stats lock").iter().map(|(k, v)| (k.clone(), v.snapshot())).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reject_rates_above_a_threshold_skip_the_dlq_and_idle_nodes() {
+        let n = |i, r| NodeSummary {
+            records_in: i,
+            rejected: r,
+            ..Default::default()
+        };
+        let nodes: BTreeMap<String, NodeSummary> = [
+            ("sources.a".to_string(), n(100, 0)),
+            ("stages.v".to_string(), n(100, 11)),
+            ("stages.w".to_string(), n(100, 10)),
+            ("sinks.s".to_string(), n(0, 0)),
+            ("dlq".to_string(), n(11, 11)),
+        ]
+        .into();
+        let over = rejecting_more_than(&nodes, WARN_REJECT_RATE);
+        assert_eq!(
+            over.iter().map(|(k, _, r)| (*k, *r)).collect::<Vec<_>>(),
+            vec![("stages.v", 0.11)]
+        );
+        assert!(rejecting_more_than(&nodes, 1.0).is_empty());
+        assert_eq!(rejecting_more_than(&nodes, 0.0).len(), 2);
     }
 }

@@ -174,6 +174,17 @@ impl ParquetSinkSpec {
         Arc::new(Schema::new(fields))
     }
 
+    /// Whether `build` can write to `path` (pure: nothing is created).
+    pub fn check_path(&self) -> Result<(), String> {
+        if self.path.trim().is_empty() {
+            return Err("is empty; name the table's root directory".into());
+        }
+        if self.path.starts_with("s3://") {
+            return Err(format!("path {}: the S3 backend is not available yet; use a local directory", self.path));
+        }
+        Ok(())
+    }
+
     /// Checks that cannot be expressed in serde: names exist and are unique.
     pub fn check(&self) -> Result<(), String> {
         let cols = self.columns();

@@ -95,12 +95,7 @@ pub struct ParquetSink {
 pub fn build(name: &str, spec: &ParquetSinkSpec, _base_dir: &Path) -> Result<ParquetSink, SinkError> {
     let config_err = |message: String| SinkError::Config { sink: name.to_owned(), message };
     spec.check().map_err(config_err)?;
-    if spec.path.starts_with("s3://") {
-        return Err(config_err(format!(
-            "path {}: the S3 backend is not available yet; use a local directory",
-            spec.path
-        )));
-    }
+    spec.check_path().map_err(config_err)?;
     let backend = LocalBackend::new(&spec.path).map_err(|e| backend_err(name, e))?;
     ParquetSink::with_backend(name, spec, Box::new(backend))
 }
