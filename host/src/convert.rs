@@ -107,7 +107,7 @@ pub fn json_to_arrow_lenient(records: &JsonRecords) -> Result<(RecordBatch, Vec<
     let first = records.iter().find_map(|d| serde_json::from_slice::<KeyOrder>(d).ok());
     let schema = in_document_order(inferred, first.map(|k| k.0).unwrap_or_default());
     let batch = promote_timestamps(decode(&good, values.len(), Arc::new(schema))?)?;
-    let marked = batch.schema().as_ref().clone().with_metadata([(INFERRED_FROM.to_owned(), "json".to_owned())].into());
+    let marked = batch.schema().as_ref().clone().with_metadata(std::collections::HashMap::from([(INFERRED_FROM.to_owned(), "json".to_owned())]));
     let batch = batch.with_schema(Arc::new(marked)).map_err(ConvertError::ToArrow)?;
     Ok((batch, bad))
 }

@@ -11,6 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pyarrow as pa
@@ -86,6 +87,8 @@ def test_ndjson_through_a_json_plugin_without_columns_writes_typed_parquet(sluic
         assert row["station"] == want["station"]
 
 
+@pytest.mark.xfail(strict=True, reason="CSV cells still arrive as text: needs the file source's typed numbers "
+                   "(issue 7, file source part); remove this mark when that lands")
 def test_csv_without_plugins_or_columns_writes_typed_parquet(sluice, out_dir, tmp_path):
     pipe = write_pipeline(tmp_path / "p.toml", out_dir, source=WEATHER_CSV, template=False, partition_by=["station"])
     sluice.run(pipe)
@@ -121,4 +124,7 @@ def test_records_without_the_partition_column_are_counted(sluice, out_dir, tmp_p
     assert r.summary["nodes"]["sinks.lake"]["default_partition"] == n, r.summary
     assert "__HIVE_DEFAULT_PARTITION__" in r.stderr, r.describe()
     assert {f.parent.name for f in parquet_files(out_dir / "weather")} == {"region=__HIVE_DEFAULT_PARTITION__"}
-    assert read_table(out_dir / "weather").num_rows == n
+    # Only null partition values: pyarrow cannot infer the key's type, so say it.
+    part = pads.partitioning(pa.schema([("region", pa.string())]), flavor="hive")
+    t = pads.dataset(str(out_dir / "weather"), format="parquet", partitioning=part).to_table()
+    assert t.num_rows == n and t.column("region").null_count == n

@@ -225,17 +225,17 @@ impl Backend for LocalBackend {
                 });
             }
             match std::fs::rename(&from, &to) {
-            Ok(()) => sync_dir(to.parent().expect("files live in a directory")),
-            // Already committed (a repeated commit, or recovery re-running it).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => Ok(()),
-            Err(e) => Err(BackendError {
-                message: format!(
-                    "cannot commit {}: staged file {} is gone ({e}); the data of that checkpoint is lost unless the file is restored",
-                    to.display(),
-                    from.display()
-                ),
-                retryable: false,
-            }),
+                Ok(()) => sync_dir(to.parent().expect("files live in a directory")),
+                // Already committed (a repeated commit, or recovery re-running it).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => Ok(()),
+                Err(e) => Err(BackendError {
+                    message: format!(
+                        "cannot commit {}: staged file {} is gone ({e}); the data of that checkpoint is lost unless the file is restored",
+                        to.display(),
+                        from.display()
+                    ),
+                    retryable: false,
+                }),
             }
         })
         .await

@@ -71,5 +71,4 @@ impl Layout {
             many => (0..batch.num_rows()).filter(|&i| many.iter().any(|c| c.is_null(i))).count(),
         }
     }
-
 }

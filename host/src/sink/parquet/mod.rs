@@ -400,7 +400,7 @@ impl ParquetSink {
     /// alone: another run's checkpoint may still commit them (a run whose
     /// checkpoint was deleted leaves its last uncommitted epoch behind as
     /// hidden files).
-    async fn discard_stale(&self, keep: &[Pending]) -> Result<(), SinkError> {
+    async fn discard_stale(&mut self, keep: &[Pending]) -> Result<(), SinkError> {
         let err = |e| backend_err(&self.name, e);
         let staged = self.backend.staged().await.map_err(err)?;
         let marked = self.backend.generations().await.map_err(err)?;

@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(got[0], ("n".into(), DataType::Int64, true));
         assert_eq!(got[2], ("none".into(), DataType::Utf8, true));
         assert_eq!(got[5], ("zone".into(), DataType::Utf8, true));
-        let json = data.clone().with_metadata([(convert::INFERRED_FROM.to_string(), "json".to_string())].into());
+        let json = data.clone().with_metadata(std::collections::HashMap::from([(convert::INFERRED_FROM.to_string(), "json".to_string())]));
         assert_eq!(from_data(&json, &[]).unwrap().field(0).data_type(), &DataType::Float64);
         assert_eq!(from_data(&json, &["n".into()]).unwrap().field(0).data_type(), &DataType::Int64);
         // Every type round-trips through a token.

@@ -1,9 +1,9 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
-use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit, TimestampMillisecondType};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, TimeUnit, TimestampMillisecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::*;
@@ -143,7 +143,7 @@ async fn partitioned_files_appear_on_commit_and_read_back() {
     assert_eq!(names.len(), t.files.len());
     let g = t.generation.clone().unwrap();
     assert!(names.iter().all(|n| n.starts_with("day=")), "{names:?}");
-    assert!(names.iter().any(|n| n.starts_with(&format!("day=02/hour=07/station=KLGA/part-{g}-00000001-")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with(&format!("day=02/hour=07/station=KLGA/part-{g}-00000001-"))), "{names:?}");
     assert!(names.iter().all(|n| n.ends_with(".snappy.parquet")));
 
     // Read every file back: all rows once, values intact, partition columns not stored.
