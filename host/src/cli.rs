@@ -73,6 +73,9 @@ pub fn print_summary(s: &RunSummary, p: &Pipeline) {
         let files = if n.outputs > 0 { n.outputs.to_string() } else { String::new() };
         eprintln!("  {:<28} {:>12} {:>12} {:>10} {:>8}", k, n.records_in, n.records_out, n.rejected, files);
     }
+    for (k, n) in s.nodes.iter().filter(|(_, n)| n.default_partition > 0) {
+        eprintln!("  warning: {k} wrote {} records to __HIVE_DEFAULT_PARTITION__ (a partition_by column absent or null)", n.default_partition);
+    }
     let read: u64 = s.nodes.iter().filter(|(k, _)| k.starts_with("sources.")).map(|(_, n)| n.records_in).sum();
     eprintln!("  {:.0} records/s read", read as f64 / secs);
     for (name, sk) in &p.spec.sinks {

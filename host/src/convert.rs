@@ -69,6 +69,12 @@ pub fn row_json(batch: &RecordBatch, row: usize) -> Vec<u8> {
     }
 }
 
+/// Schema metadata key on batches whose types were inferred from JSON
+/// documents (value `json`): their `Int64` columns are JSON numbers that
+/// happened to be integral in this batch, which a sink fixing its schema from
+/// the data must know (see `sink/parquet/schema.rs`).
+pub const INFERRED_FROM: &str = "sluice.inferred_from";
+
 /// All records as one Arrow batch with a schema inferred from them; fails
 /// when any record is not a JSON object.
 pub fn json_to_arrow(records: &JsonRecords) -> Result<RecordBatch, ConvertError> {
@@ -100,8 +106,10 @@ pub fn json_to_arrow_lenient(records: &JsonRecords) -> Result<(RecordBatch, Vec<
         .map_err(ConvertError::ToArrow)?;
     let first = records.iter().find_map(|d| serde_json::from_slice::<KeyOrder>(d).ok());
     let schema = in_document_order(inferred, first.map(|k| k.0).unwrap_or_default());
-    let batch = decode(&good, values.len(), Arc::new(schema))?;
-    Ok((promote_timestamps(batch)?, bad))
+    let batch = promote_timestamps(decode(&good, values.len(), Arc::new(schema))?)?;
+    let marked = batch.schema().as_ref().clone().with_metadata(std::collections::HashMap::from([(INFERRED_FROM.to_owned(), "json".to_owned())]));
+    let batch = batch.with_schema(Arc::new(marked)).map_err(ConvertError::ToArrow)?;
+    Ok((batch, bad))
 }
 
 /// All records decoded against a known schema (no inference, no promotion).

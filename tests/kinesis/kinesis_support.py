@@ -85,6 +85,30 @@ type = "parquet"
 inputs = ["{src_for_sink}"]
 path = "{out}/trips"
 partition_by = ["year", "month", "day", "hour", "vendorId"]
+# The nyctaxitrips table (what `enrich` emits). Declared, so rows that do not
+# fit it go to the DLQ instead of changing the table; without `columns` the
+# sink would take the schema from the first batch.
+columns = [
+  {{ name = "id", type = "string", required = true }},
+  {{ name = "vendorId", type = "int32", required = true }},
+  {{ name = "pickupDate", type = "timestamp", required = true }},
+  {{ name = "dropoffDate", type = "timestamp", required = true }},
+  {{ name = "passengerCount", type = "int32", required = true }},
+  {{ name = "pickupLongitude", type = "float64", required = true }},
+  {{ name = "pickupLatitude", type = "float64", required = true }},
+  {{ name = "dropoffLongitude", type = "float64", required = true }},
+  {{ name = "dropoffLatitude", type = "float64", required = true }},
+  {{ name = "storeAndFwdFlag", type = "string" }},
+  {{ name = "gcDistance", type = "float64", required = true }},
+  {{ name = "tripDuration", type = "int64", required = true }},
+  {{ name = "googleDistance", type = "float64" }},
+  {{ name = "googleDuration", type = "int64" }},
+  {{ name = "source", type = "string", required = true }},
+  {{ name = "year", type = "int32", required = true }},
+  {{ name = "month", type = "int32", required = true }},
+  {{ name = "day", type = "int32", required = true }},
+  {{ name = "hour", type = "int32", required = true }},
+]
 """
     else:
         sink_toml = f"""

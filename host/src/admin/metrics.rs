@@ -54,6 +54,7 @@ fn publish(pipeline: &str, stats: &Registry) {
         counter("sluice_batches_total", n.batches);
         counter("sluice_failed_batches_total", n.failed_batches);
         counter("sluice_outputs_committed_total", n.outputs);
+        counter("sluice_default_partition_records_total", n.default_partition);
         ::metrics::gauge!("sluice_busy_seconds", "node" => node.clone()).set(n.busy_ms as f64 / 1000.0);
     }
     let p = &stats.progress;

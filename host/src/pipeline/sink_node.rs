@@ -149,6 +149,7 @@ impl SinkNode {
         })
         .await?;
         self.stats.outputs.store(self.sink.committed_outputs(), Relaxed);
+        self.stats.default_partition.store(self.sink.default_partition_records(), Relaxed);
         Ok(())
     }
 

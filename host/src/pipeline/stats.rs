@@ -14,6 +14,9 @@ pub struct NodeStats {
     pub failed_batches: AtomicU64,
     /// Files or objects committed (sinks).
     pub outputs: AtomicU64,
+    /// Records a sink put in a Hive default partition (partition column
+    /// absent or null).
+    pub default_partition: AtomicU64,
     /// Nanoseconds spent in the node's own work (plugin calls, encoding).
     pub busy_ns: AtomicU64,
 }
@@ -36,6 +39,7 @@ impl NodeStats {
             batches: self.batches.load(Relaxed),
             failed_batches: self.failed_batches.load(Relaxed),
             outputs: self.outputs.load(Relaxed),
+            default_partition: self.default_partition.load(Relaxed),
             busy_ms: self.busy_ns.load(Relaxed) / 1_000_000,
         }
     }
@@ -49,6 +53,7 @@ pub struct NodeSummary {
     pub batches: u64,
     pub failed_batches: u64,
     pub outputs: u64,
+    pub default_partition: u64,
     pub busy_ms: u64,
 }
 

@@ -68,6 +68,11 @@ pub trait Sink: Send {
     fn committed_outputs(&self) -> u64 {
         0
     }
+    /// Records written to a Hive default partition because a partition
+    /// column was absent or null (for the run summary and metrics).
+    fn default_partition_records(&self) -> u64 {
+        0
+    }
 }
 
 /// Build the sink described by `[sinks.NAME]`.

@@ -1,8 +1,14 @@
 //! Where Parquet files go. A backend stages an object (written in full,
-//! durable, invisible), later makes it visible, and on recovery removes
-//! every staged object the last checkpoint does not mention. Local files now;
-//! S3 (multipart upload completed on commit, aborted on cleanup) is another
-//! implementation of the same two traits.
+//! durable, invisible), later makes it visible, lists and discards staged
+//! objects for recovery (the sink decides which: see `recover` in `mod.rs`),
+//! and keeps generation markers. Local files now; S3 (multipart upload
+//! completed on commit, aborted on discard) is another implementation of the
+//! same two traits.
+//!
+//! Errors of `Staged::write` and of every fsync are never retryable: a write
+//! may have gone half-way, and on Linux a repeated fsync can report success
+//! after the kernel dropped the dirty pages. Renames, listings and removals
+//! are idempotent and keep the usual classification.
 
 use std::fs::File;
 use std::io::Write;
@@ -19,10 +25,16 @@ pub struct BackendError {
 }
 
 impl BackendError {
+    /// An idempotent operation failed. Missing files and permissions do not
+    /// fix themselves; the rest may.
     fn io(what: String, e: std::io::Error) -> Self {
-        // Missing files and permissions do not fix themselves; the rest may.
         let retryable = !matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied);
         BackendError { message: format!("{what}: {e}"), retryable }
+    }
+    /// A write or sync failed: repeating it could report success for data
+    /// that is not there.
+    fn fatal(what: String, e: std::io::Error) -> Self {
+        BackendError { message: format!("{what}: {e}"), retryable: false }
     }
 }
 
@@ -52,11 +64,22 @@ pub trait Backend: Send + Sync {
     fn location(&self) -> String;
     async fn create(&self, key: &str) -> Result<Box<dyn Staged>, BackendError>;
     /// Makes a finished object visible. Idempotent: committing an object that
-    /// is already visible succeeds.
+    /// is already visible succeeds. Never replaces a different visible object.
     async fn commit(&self, pending: &Pending) -> Result<(), BackendError>;
-    /// Removes every staged object except those in `except`; returns how many.
-    async fn cleanup_staged(&self, except: &[Pending]) -> Result<u64, BackendError>;
+    /// The final keys of every staged (not committed) object.
+    async fn staged(&self) -> Result<Vec<String>, BackendError>;
+    /// Removes the staged objects of these keys.
+    async fn discard(&self, keys: &[String]) -> Result<(), BackendError>;
+    /// Durably records that `generation` may be named by a checkpoint token,
+    /// so other runs leave its staged objects alone. Idempotent.
+    async fn mark_generation(&self, generation: &str) -> Result<(), BackendError>;
+    /// The generations marked so far.
+    async fn generations(&self) -> Result<Vec<String>, BackendError>;
 }
+
+/// Table-relative directory of generation markers; hidden from readers
+/// (Hive, Spark, pyarrow and DuckDB skip names starting with `.`).
+pub const MARKERS: &str = ".sluice/generations";
 
 const STAGING_SUFFIX: &str = ".inprogress";
 
@@ -71,7 +94,9 @@ pub struct LocalBackend {
 impl LocalBackend {
     pub fn new(root: impl Into<PathBuf>) -> Result<Self, BackendError> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|e| BackendError::io(format!("cannot create {}", root.display()), e))?;
+        for dir in create_dirs(&root)? {
+            sync_parent(&dir)?;
+        }
         Ok(LocalBackend { root })
     }
 
@@ -94,12 +119,15 @@ struct LocalStaged {
     path: PathBuf,
     file: File,
     bytes: u64,
+    /// Directories `create` made for this file: their entries in their
+    /// parents must be durable before a checkpoint names the file.
+    new_dirs: Vec<PathBuf>,
 }
 
 #[async_trait]
 impl Staged for LocalStaged {
     async fn write(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
-        self.file.write_all(bytes).map_err(|e| BackendError::io(format!("cannot write {}", self.path.display()), e))?;
+        self.file.write_all(bytes).map_err(|e| BackendError::fatal(format!("cannot write {}", self.path.display()), e))?;
         self.bytes += bytes.len() as u64;
         Ok(())
     }
@@ -108,15 +136,18 @@ impl Staged for LocalStaged {
         // fsync off the async thread: a prepare finishes many files at once
         // and the file system batches concurrent syncs into one journal commit.
         let (file, path) = (self.file.try_clone(), self.path.clone());
+        let new_dirs = std::mem::take(&mut self.new_dirs);
         tokio::task::spawn_blocking(move || {
-            let mut file = file.map_err(|e| BackendError::io(format!("cannot sync {}", path.display()), e))?;
-            file.flush().map_err(|e| BackendError::io(format!("cannot flush {}", path.display()), e))?;
-            file.sync_all().map_err(|e| BackendError::io(format!("cannot sync {}", path.display()), e))?;
-            // The new name must survive a crash too.
-            sync_dir(path.parent().expect("staged files live in a directory"))
+            let mut file = file.map_err(|e| BackendError::fatal(format!("cannot sync {}", path.display()), e))?;
+            file.flush().map_err(|e| BackendError::fatal(format!("cannot flush {}", path.display()), e))?;
+            file.sync_all().map_err(|e| BackendError::fatal(format!("cannot sync {}", path.display()), e))?;
+            // The new name must survive a crash too, and so must every
+            // directory leading to it that this file's `create` made.
+            sync_dir(path.parent().expect("staged files live in a directory"))?;
+            new_dirs.iter().try_for_each(|d| sync_parent(d))
         })
         .await
-        .map_err(|e| BackendError { message: format!("sync task failed: {e}"), retryable: true })??;
+        .map_err(|e| BackendError { message: format!("sync task failed: {e}"), retryable: false })??;
         Ok(Pending {
             key: self.key.clone(),
             rows,
@@ -127,9 +158,36 @@ impl Staged for LocalStaged {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), BackendError> {
+    #[cfg(test)]
+    tests::SYNCED_DIRS.lock().unwrap().push(dir.to_path_buf());
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| BackendError::io(format!("cannot sync directory {}", dir.display()), e))
+        .map_err(|e| BackendError::fatal(format!("cannot sync directory {}", dir.display()), e))
+}
+
+/// Syncs the directory holding `path`'s entry.
+fn sync_parent(path: &Path) -> Result<(), BackendError> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Creates `dir` and its missing ancestors; returns the ones it created,
+/// outermost first.
+fn create_dirs(dir: &Path) -> Result<Vec<PathBuf>, BackendError> {
+    let mut missing = Vec::new();
+    let mut cur = Some(dir);
+    while let Some(d) = cur.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        missing.push(d.to_path_buf());
+        cur = d.parent();
+    }
+    if missing.is_empty() {
+        return Ok(missing);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| BackendError::io(format!("cannot create {}", dir.display()), e))?;
+    missing.reverse();
+    Ok(missing)
 }
 
 #[async_trait]
@@ -141,13 +199,14 @@ impl Backend for LocalBackend {
     async fn create(&self, key: &str) -> Result<Box<dyn Staged>, BackendError> {
         let staging_key = Self::staging_key(key);
         let path = self.root.join(&staging_key);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| BackendError::io(format!("cannot create {}", dir.display()), e))?;
-        }
+        let new_dirs = match path.parent() {
+            Some(dir) => create_dirs(dir)?,
+            None => Vec::new(),
+        };
         // Truncate: a leftover staging file of the same name is from an
-        // attempt that never reached a checkpoint.
+        // attempt of this generation that never reached a checkpoint.
         let file = File::create(&path).map_err(|e| BackendError::io(format!("cannot create {}", path.display()), e))?;
-        Ok(Box::new(LocalStaged { key: key.to_owned(), staging_key, path, file, bytes: 0 }))
+        Ok(Box::new(LocalStaged { key: key.to_owned(), staging_key, path, file, bytes: 0, new_dirs }))
     }
 
     async fn commit(&self, p: &Pending) -> Result<(), BackendError> {
@@ -156,29 +215,35 @@ impl Backend for LocalBackend {
         let to = self.root.join(&p.key);
         // The rename must be durable before a later checkpoint stops listing
         // this file; synced off the async thread, as in `finish`.
-        tokio::task::spawn_blocking(move || match std::fs::rename(&from, &to) {
-            Ok(()) => sync_dir(to.parent().expect("files live in a directory")),
-            // Already committed (a repeated commit, or recovery re-running it).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => Ok(()),
-            Err(e) => Err(BackendError {
-                message: format!(
-                    "cannot commit {}: staged file {} is gone ({e}); the data of that checkpoint is lost unless the file is restored",
-                    to.display(),
-                    from.display()
-                ),
-                retryable: false,
-            }),
+        tokio::task::spawn_blocking(move || {
+            if from.exists() && to.exists() {
+                // Names carry the generation, so this is another run's file
+                // (or a restored old checkpoint): never replace it.
+                return Err(BackendError {
+                    message: format!("cannot commit {}: a committed file of that name exists; refusing to overwrite it", to.display()),
+                    retryable: false,
+                });
+            }
+            match std::fs::rename(&from, &to) {
+                Ok(()) => sync_dir(to.parent().expect("files live in a directory")),
+                // Already committed (a repeated commit, or recovery re-running it).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && to.exists() => Ok(()),
+                Err(e) => Err(BackendError {
+                    message: format!(
+                        "cannot commit {}: staged file {} is gone ({e}); the data of that checkpoint is lost unless the file is restored",
+                        to.display(),
+                        from.display()
+                    ),
+                    retryable: false,
+                }),
+            }
         })
         .await
         .map_err(|e| BackendError { message: format!("commit task failed: {e}"), retryable: true })?
     }
 
-    async fn cleanup_staged(&self, except: &[Pending]) -> Result<u64, BackendError> {
-        let keep: Vec<PathBuf> = except
-            .iter()
-            .map(|p| self.root.join(p.staging.as_str().map(String::from).unwrap_or_else(|| Self::staging_key(&p.key))))
-            .collect();
-        let mut removed = 0;
+    async fn staged(&self) -> Result<Vec<String>, BackendError> {
+        let mut keys = Vec::new();
         let mut dirs = vec![self.root.clone()];
         while let Some(dir) = dirs.pop() {
             let entries = match std::fs::read_dir(&dir) {
@@ -195,15 +260,85 @@ impl Backend for LocalBackend {
                     continue;
                 }
                 let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with('.') && name.ends_with(STAGING_SUFFIX) && !keep.contains(&path) {
-                    std::fs::remove_file(&path)
-                        .map_err(|e| BackendError::io(format!("cannot remove {}", path.display()), e))?;
-                    tracing::debug!(path = %path.display(), "removed a file staged after the last checkpoint");
-                    removed += 1;
-                }
+                let Some(name) = name.to_str().and_then(|n| n.strip_prefix('.')?.strip_suffix(STAGING_SUFFIX)) else {
+                    continue;
+                };
+                let rel_dir = dir.strip_prefix(&self.root).unwrap_or(Path::new(""));
+                let key = rel_dir.join(name).to_string_lossy().into_owned();
+                keys.push(key);
             }
         }
-        Ok(removed)
+        keys.sort();
+        Ok(keys)
+    }
+
+    async fn discard(&self, keys: &[String]) -> Result<(), BackendError> {
+        for key in keys {
+            let path = self.root.join(Self::staging_key(key));
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::debug!(path = %path.display(), "removed a staged file"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(BackendError::io(format!("cannot remove {}", path.display()), e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn mark_generation(&self, generation: &str) -> Result<(), BackendError> {
+        let dir = self.root.join(MARKERS);
+        let path = dir.join(generation);
+        tokio::task::spawn_blocking(move || {
+            if path.exists() {
+                return Ok(());
+            }
+            let new_dirs = create_dirs(&dir)?;
+            let file = File::create(&path).map_err(|e| BackendError::io(format!("cannot create {}", path.display()), e))?;
+            file.sync_all().map_err(|e| BackendError::fatal(format!("cannot sync {}", path.display()), e))?;
+            sync_dir(&dir)?;
+            new_dirs.iter().try_for_each(|d| sync_parent(d))
+        })
+        .await
+        .map_err(|e| BackendError { message: format!("marker task failed: {e}"), retryable: false })?
+    }
+
+    async fn generations(&self) -> Result<Vec<String>, BackendError> {
+        let dir = self.root.join(MARKERS);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(BackendError::io(format!("cannot list {}", dir.display()), e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| BackendError::io(format!("cannot list {}", dir.display()), e))?;
+            out.extend(entry.file_name().to_str().map(String::from));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Every directory `sync_dir` synced (all tests of the process: filter by path).
+    pub static SYNCED_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    #[tokio::test]
+    async fn new_directories_are_synced_in_their_parents_before_finish_returns() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("table");
+        let b = LocalBackend::new(&root).unwrap();
+        let synced = |p: &Path| SYNCED_DIRS.lock().unwrap().iter().any(|d| d == p);
+        assert!(synced(tmp.path()), "the new table root's entry is durable");
+        let mut f = b.create("a=1/b=x/part-1.parquet").await.unwrap();
+        f.write(b"data").await.unwrap();
+        f.finish(1).await.unwrap();
+        for dir in [root.clone(), root.join("a=1"), root.join("a=1/b=x")] {
+            assert!(synced(&dir), "{} was not synced", dir.display());
+        }
+        assert_eq!(b.staged().await.unwrap(), ["a=1/b=x/part-1.parquet"]);
     }
 }

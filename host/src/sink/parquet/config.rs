@@ -14,7 +14,8 @@ pub struct ParquetSinkSpec {
     /// directory); `s3://bucket/prefix` once the S3 backend exists.
     pub path: String,
     /// Hive partition columns, in directory order (`year=2016/month=03/...`).
-    #[serde(default = "default_partition_by")]
+    /// Default: none (one directory).
+    #[serde(default)]
     pub partition_by: Vec<String>,
     #[serde(default)]
     pub compression: Compression,
@@ -39,7 +40,8 @@ pub struct ParquetSinkSpec {
     #[serde(default)]
     pub keep_partition_columns: bool,
     /// The declared schema; rows that do not fit it go to the DLQ.
-    /// Default: the `nyctaxitrips` table (with year, month, day, hour).
+    /// Default: none declared — the schema is taken from the data (see
+    /// `schema.rs`), fixed at the first batch and kept in the checkpoint.
     #[serde(default)]
     pub columns: Option<Vec<ColumnSpec>>,
 }
@@ -109,35 +111,8 @@ impl ColumnType {
             ColumnType::Date => DataType::Date32,
         }
     }
-    /// The Athena / Hive type name.
-    pub fn hive(self) -> &'static str {
-        match self {
-            ColumnType::String => "string",
-            ColumnType::Int32 => "int",
-            ColumnType::Int64 => "bigint",
-            ColumnType::Float64 => "double",
-            ColumnType::Bool => "boolean",
-            ColumnType::Timestamp => "timestamp",
-            ColumnType::Date => "date",
-        }
-    }
-    fn from_arrow(t: &DataType) -> Option<Self> {
-        Some(match t {
-            DataType::Utf8 | DataType::LargeUtf8 => ColumnType::String,
-            DataType::Int32 => ColumnType::Int32,
-            DataType::Int64 => ColumnType::Int64,
-            DataType::Float64 => ColumnType::Float64,
-            DataType::Boolean => ColumnType::Bool,
-            DataType::Timestamp(..) => ColumnType::Timestamp,
-            DataType::Date32 => ColumnType::Date,
-            _ => return None,
-        })
-    }
 }
 
-fn default_partition_by() -> Vec<String> {
-    ["year", "month", "day", "hour", "vendorId"].map(String::from).to_vec()
-}
 fn default_row_group_rows() -> usize {
     128 * 1024
 }
@@ -148,30 +123,13 @@ fn default_max_buffer_bytes() -> ByteSize {
     ByteSize(64 << 20)
 }
 
-/// The `nyctaxitrips` columns, from the schema `enrich` emits (one definition
-/// for the plugins and the sink).
-pub fn default_columns() -> Vec<ColumnSpec> {
-    taxi_logic::schema::enriched()
-        .fields()
-        .iter()
-        .map(|f| ColumnSpec {
-            name: f.name().clone(),
-            ty: ColumnType::from_arrow(f.data_type()).expect("the taxi schema uses supported types"),
-            required: !f.is_nullable(),
-        })
-        .collect()
-}
-
 impl ParquetSinkSpec {
-    pub fn columns(&self) -> Vec<ColumnSpec> {
-        self.columns.clone().unwrap_or_else(default_columns)
-    }
-
-    /// The declared schema, every column included; `required` columns are non-nullable.
-    pub fn declared_schema(&self) -> SchemaRef {
-        let fields: Vec<Field> =
-            self.columns().iter().map(|c| Field::new(&c.name, c.ty.arrow(), !c.required)).collect();
-        Arc::new(Schema::new(fields))
+    /// The declared schema, every column included; `required` columns are
+    /// non-nullable. `None` when the schema is to be taken from the data.
+    pub fn declared_schema(&self) -> Option<SchemaRef> {
+        let cols = self.columns.as_ref()?;
+        let fields: Vec<Field> = cols.iter().map(|c| Field::new(&c.name, c.ty.arrow(), !c.required)).collect();
+        Some(Arc::new(Schema::new(fields)))
     }
 
     /// Whether `build` can write to `path` (pure: nothing is created).
@@ -186,8 +144,18 @@ impl ParquetSinkSpec {
     }
 
     /// Checks that cannot be expressed in serde: names exist and are unique.
+    /// Without declared columns the partition columns are checked against
+    /// the data's schema when it is fixed (see `schema::from_data`).
     pub fn check(&self) -> Result<(), String> {
-        let cols = self.columns();
+        if self.row_group_rows == 0 {
+            return Err("row_group_rows must be positive".into());
+        }
+        for (i, p) in self.partition_by.iter().enumerate() {
+            if self.partition_by[..i].contains(p) {
+                return Err(format!("partition_by column {p:?} is listed twice"));
+            }
+        }
+        let Some(cols) = &self.columns else { return Ok(()) };
         if cols.is_empty() {
             return Err("columns must declare at least one column".into());
         }
@@ -207,9 +175,6 @@ impl ParquetSinkSpec {
         if !self.keep_partition_columns && cols.iter().all(|c| self.partition_by.contains(&c.name)) {
             return Err("every column is a partition column: the files would have no data columns".into());
         }
-        if self.row_group_rows == 0 {
-            return Err("row_group_rows must be positive".into());
-        }
         Ok(())
     }
 }
@@ -223,13 +188,12 @@ mod tests {
         let spec: ParquetSinkSpec = toml::from_str(r#"inputs = ["enrich"]
 path = "out/trips""#)
         .unwrap();
-        assert_eq!(spec.partition_by, ["year", "month", "day", "hour", "vendorId"]);
+        // No taxi defaults: no partitions, the schema comes from the data.
+        assert!(spec.partition_by.is_empty());
+        assert!(spec.columns.is_none() && spec.declared_schema().is_none());
         assert_eq!(spec.compression, Compression::Snappy);
         assert_eq!(spec.max_file_bytes, ByteSize(128 << 20));
         assert_eq!(spec.row_group_rows, 131_072);
-        let cols = spec.columns();
-        assert_eq!(cols[0], ColumnSpec { name: "id".into(), ty: ColumnType::String, required: true });
-        assert!(cols.iter().any(|c| c.name == "hour" && c.ty == ColumnType::Int32));
         spec.check().unwrap();
 
         let spec: ParquetSinkSpec = toml::from_str(
@@ -243,13 +207,21 @@ columns = [ { name = "id", type = "string", required = true }, { name = "day", t
         )
         .unwrap();
         assert_eq!(spec.max_file_bytes, ByteSize(64 << 20));
-        assert_eq!(spec.columns().len(), 2);
-        assert_eq!(spec.declared_schema().field(1).data_type(), &DataType::Date32);
+        let declared = spec.declared_schema().unwrap();
+        assert_eq!(declared.fields().len(), 2);
+        assert_eq!(declared.field(1).data_type(), &DataType::Date32);
+        assert!(!declared.field(0).is_nullable() && declared.field(1).is_nullable());
         spec.check().unwrap();
 
         let e = toml::from_str::<ParquetSinkSpec>("inputs = []\npath = \"x\"\ncompresion = \"zstd\"").unwrap_err();
         assert!(e.to_string().contains("compresion"), "{e}");
-        let bad: ParquetSinkSpec = toml::from_str("inputs = []\npath = \"x\"\npartition_by = [\"nope\"]").unwrap();
+        let bad: ParquetSinkSpec = toml::from_str(
+            "inputs = []\npath = \"x\"\npartition_by = [\"nope\"]\ncolumns = [ { name = \"id\", type = \"string\" } ]",
+        )
+        .unwrap();
         assert!(bad.check().unwrap_err().contains("nope"));
+        // Without declared columns a partition column is checked against the data later.
+        let later: ParquetSinkSpec = toml::from_str("inputs = []\npath = \"x\"\npartition_by = [\"nope\"]").unwrap();
+        later.check().unwrap();
     }
 }

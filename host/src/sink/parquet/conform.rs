@@ -1,12 +1,16 @@
 //! Fitting an incoming batch to the declared schema: columns are looked up by
 //! name and cast (safely: a value that does not convert becomes null), and a
-//! row is refused when a cast lost one of its values or a required column is
-//! null or absent. Undeclared columns are dropped. Only refused rows cost
-//! per-row work; the rest is whole-column kernels.
+//! row is refused when a cast lost one of its values (a fraction cast to an
+//! integer counts as lost) or a required column is null or absent.
+//! Undeclared columns are dropped, except when the schema was fixed from the
+//! data: then a value in a column the table does not have refuses its row
+//! (the user declared nothing, so dropping it would be a silent loss). Only
+//! refused rows cost per-row work; the rest is whole-column kernels.
 
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, RecordBatch};
+use arrow::compute::kernels::cmp::neq;
 use arrow::compute::{and, cast_with_options, filter, is_not_null, is_null, not, CastOptions};
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
@@ -29,9 +33,13 @@ enum Failure {
     Null,
     Absent,
     Unconvertible { from: String },
+    /// A column the table does not have (schema fixed from the data).
+    Undeclared { name: String, from: String },
 }
 
-pub fn conform(input: &RecordBatch, declared: &SchemaRef) -> Result<Conformed, ArrowError> {
+/// `input` fitted to `declared`; `strict`: refuse rows with a value in a
+/// column `declared` does not have.
+pub fn conform(input: &RecordBatch, declared: &SchemaRef, strict: bool) -> Result<Conformed, ArrowError> {
     let n = input.num_rows();
     let opts = CastOptions { safe: true, ..Default::default() };
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(declared.fields().len());
@@ -64,10 +72,27 @@ pub fn conform(input: &RecordBatch, declared: &SchemaRef) -> Result<Conformed, A
             let lost = and(&is_not_null(col)?, &is_null(&cast)?)?;
             failures.push((c, lost, Failure::Lost { column: col.clone() }));
         }
+        // Except float → integer, which truncates (1.5 → 1) without a null.
+        if col.data_type().is_floating() && field.data_type().is_integer() {
+            let back = cast_with_options(&cast, col.data_type(), &opts)?;
+            let truncated = neq(&back, col)?;
+            if truncated.true_count() > 0 {
+                failures.push((c, truncated, Failure::Lost { column: col.clone() }));
+            }
+        }
         if required && cast.null_count() > 0 {
             failures.push((c, is_null(&cast)?, Failure::Null));
         }
         columns.push(cast);
+    }
+
+    if strict {
+        for (f, col) in input.schema().fields().iter().zip(input.columns()) {
+            if declared.field_with_name(f.name()).is_err() && col.null_count() < col.len() {
+                let from = f.data_type().to_string();
+                failures.push((0, is_not_null(col)?, Failure::Undeclared { name: f.name().clone(), from }));
+            }
+        }
     }
 
     if failures.is_empty() {
@@ -100,6 +125,9 @@ pub fn conform(input: &RecordBatch, declared: &SchemaRef) -> Result<Conformed, A
                 Failure::Unconvertible { from } => {
                     format!("column {}: type {from} cannot be converted to {}", field.name(), field.data_type())
                 }
+                Failure::Undeclared { name, from } => format!(
+                    "column {name} ({from}) is not in the table's schema, which was fixed from the first batch; declare `columns` to choose the schema"
+                ),
             });
         }
     }

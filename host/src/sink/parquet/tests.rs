@@ -1,58 +1,59 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
-};
-use arrow::datatypes::{Float64Type, Int64Type, TimestampMillisecondType};
+use arrow::array::{Array, ArrayRef, AsArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, TimeUnit, TimestampMillisecondType};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::*;
 use crate::batch::{JsonRecords, Origin, RecordMeta};
-use crate::gen::{self, GenOptions};
 
-/// Enriched taxi records (the default declared schema) for generator rows `range`.
-pub(crate) fn taxi_batch(range: std::ops::Range<u64>) -> RecordBatch {
-    // At least 10k rows in the stream, so a small range still spans hours or days.
-    let o = GenOptions { rows: range.end.max(10_000), seed: 9, bad_fraction: 0.0 };
-    let rows: Vec<gen::Row> = range.map(|i| gen::row(&o, i)).collect();
-    let schema = taxi_logic::schema::enriched();
-    let ms = |s: i64| s * 1000;
-    let part = |f: fn(i64) -> i32| Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| f(r.pickup_s)))) as ArrayRef;
+/// Seconds between two observations of the test data.
+const STEP_S: i64 = 61;
+/// 2024-03-01T00:00:00Z.
+const BASE_S: i64 = 1_709_251_200;
+const STATIONS: [&str; 3] = ["KJFK", "KLGA", "KEWR"];
+
+/// Weather observations (a neutral table: no sink default may know it):
+/// row `i` is observed `i * STEP_S` seconds after `BASE_S` at station `i % 3`.
+pub(crate) fn weather_batch(range: std::ops::Range<u64>) -> RecordBatch {
+    let rows: Vec<i64> = range.map(|i| i as i64).collect();
+    let at = |i: i64| BASE_S + i * STEP_S;
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.id()))),
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.vendor_id))),
-        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| ms(r.pickup_s))).with_timezone("UTC")),
-        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|r| ms(r.dropoff_s))).with_timezone("UTC")),
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.passenger_count))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.pickup_lon))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.pickup_lat))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.dropoff_lon))),
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.dropoff_lat))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| if r.store_and_fwd { "Y" } else { "N" }))),
-        Arc::new(Float64Array::from_iter_values(
-            rows.iter().map(|r| gen::haversine_km(r.pickup_lon, r.pickup_lat, r.dropoff_lon, r.dropoff_lat)),
-        )),
-        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.dropoff_s - r.pickup_s))),
-        Arc::new(Float64Array::from(rows.iter().map(|r| r.precomputed.map(|p| p.google_distance_km)).collect::<Vec<_>>())),
-        Arc::new(Int64Array::from(rows.iter().map(|r| r.precomputed.map(|p| p.google_duration_s)).collect::<Vec<_>>())),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "test"))),
-        part(|s| gen_civil(s).0),
-        part(|s| gen_civil(s).1),
-        part(|s| gen_civil(s).2),
-        part(|s| gen_civil(s).3),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|i| format!("w-{i}")))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|&i| STATIONS[i as usize % 3]))),
+        Arc::new(TimestampMillisecondArray::from_iter_values(rows.iter().map(|&i| at(i) * 1000)).with_timezone("UTC")),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|&i| (i % 400) as f64 / 10.0 - 5.0))),
+        Arc::new(Int64Array::from(rows.iter().map(|&i| (i % 7 != 0).then_some(i % 50)).collect::<Vec<_>>())),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|&i| (1 + (at(i) - BASE_S) / 86_400) as i32))),
+        Arc::new(Int32Array::from_iter_values(rows.iter().map(|&i| (at(i) % 86_400 / 3600) as i32))),
     ];
-    RecordBatch::try_new(schema, cols).unwrap()
+    RecordBatch::try_new(weather_schema(), cols).unwrap()
 }
 
-/// (year, month, day, hour) of epoch seconds; the generator's week needs no calendar library.
-fn gen_civil(s: i64) -> (i32, i32, i32, i32) {
-    let day = (s - gen_base()) / 86_400;
-    (2016, 3, 14 + day as i32, ((s % 86_400) / 3600) as i32)
+fn weather_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("station", DataType::Utf8, false),
+        Field::new("observed", DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())), false),
+        Field::new("temp_c", DataType::Float64, true),
+        Field::new("wind_kt", DataType::Int64, true),
+        Field::new("day", DataType::Int32, false),
+        Field::new("hour", DataType::Int32, false),
+    ]))
 }
-fn gen_base() -> i64 {
-    1_457_913_600
-}
+
+/// The weather columns as a `columns = [...]` declaration.
+const WEATHER_COLUMNS: &str = r#"columns = [
+  { name = "id", type = "string", required = true },
+  { name = "station", type = "string", required = true },
+  { name = "observed", type = "timestamp", required = true },
+  { name = "temp_c", type = "float64" },
+  { name = "wind_kt", type = "int64" },
+  { name = "day", type = "int32", required = true },
+  { name = "hour", type = "int32", required = true },
+]"#;
 
 fn arrow_batch(b: RecordBatch) -> Batch {
     Batch {
@@ -62,11 +63,27 @@ fn arrow_batch(b: RecordBatch) -> Batch {
     }
 }
 
+fn json_batch(docs: &[&str]) -> Batch {
+    let mut j = JsonRecords::default();
+    docs.iter().for_each(|d| j.push(d.as_bytes()));
+    Batch {
+        origin: Arc::new(Origin { source: "s".into(), partition: "p".into() }),
+        meta: (0..docs.len() as u64).map(RecordMeta::line).collect(),
+        data: BatchData::Json(j),
+    }
+}
+
 fn spec(dir: &Path, extra: &str) -> ParquetSinkSpec {
     toml::from_str(&format!("inputs = [\"enrich\"]\npath = {:?}\n{extra}", dir.display().to_string())).unwrap()
 }
 
-/// Every file under `dir` (relative), sorted; hidden staging files included.
+/// `spec` with the weather columns declared.
+fn declared(dir: &Path, extra: &str) -> ParquetSinkSpec {
+    spec(dir, &format!("{extra}\n{WEATHER_COLUMNS}"))
+}
+
+/// Every file under `dir` (relative), sorted; hidden staging files included,
+/// generation markers not.
 fn files(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -74,7 +91,9 @@ fn files(dir: &Path) -> Vec<String> {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             if p.is_dir() {
-                stack.push(p);
+                if !p.ends_with(".sluice") {
+                    stack.push(p);
+                }
             } else {
                 out.push(p.strip_prefix(dir).unwrap().display().to_string());
             }
@@ -84,7 +103,7 @@ fn files(dir: &Path) -> Vec<String> {
     out
 }
 
-fn read(path: &PathBuf) -> RecordBatch {
+fn read(path: &Path) -> RecordBatch {
     let f = std::fs::File::open(path).unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(f).unwrap().build().unwrap();
     let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
@@ -95,31 +114,36 @@ fn visible(dir: &Path) -> Vec<String> {
     files(dir).into_iter().filter(|f| !f.rsplit('/').next().unwrap().starts_with('.')).collect()
 }
 
+fn token(v: &serde_json::Value) -> ParquetToken {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
 #[tokio::test]
 async fn partitioned_files_appear_on_commit_and_read_back() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), "row_group_rows = 1000");
+    let s = declared(dir.path(), "row_group_rows = 1000\npartition_by = [\"day\", \"hour\", \"station\"]");
     let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
     sink.recover(None).await.unwrap();
-    let input = taxi_batch(0..5_000);
+    let input = weather_batch(0..5_000);
     let w = sink.write(&arrow_batch(input.slice(0, 3_000))).await.unwrap();
     assert_eq!((w.accepted, w.refused.len()), (3_000, 0));
     sink.write(&arrow_batch(input.slice(3_000, 2_000))).await.unwrap();
 
-    let token = sink.prepare(1).await.unwrap();
-    let t: ParquetToken = serde_json::from_value(token.clone()).unwrap();
+    let tok = sink.prepare(1).await.unwrap();
+    let t = token(&tok);
     assert_eq!(t.files.iter().map(|f| f.rows).sum::<u64>(), 5_000);
-    // Half of the week (5000 of 10000 rows): about 84 hours × 2 vendors.
-    assert!((150..=180).contains(&t.files.len()), "{}", t.files.len());
+    // 5000 rows 61 s apart span 85 hours; 3 stations each.
+    assert_eq!(t.files.len(), 85 * 3);
     assert!(visible(dir.path()).is_empty(), "nothing visible before commit");
     assert_eq!(files(dir.path()).len(), t.files.len());
 
-    sink.commit(&token).await.unwrap();
+    sink.commit(&tok).await.unwrap();
     assert_eq!(sink.committed_outputs(), t.files.len() as u64);
     let names = visible(dir.path());
     assert_eq!(names.len(), t.files.len());
-    assert!(names.iter().all(|n| n.starts_with("year=2016/month=03/day=")), "{names:?}");
-    assert!(names.iter().any(|n| n.contains("/hour=07/vendorId=2/part-00000001-")), "{names:?}");
+    let g = t.generation.clone().unwrap();
+    assert!(names.iter().all(|n| n.starts_with("day=")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with(&format!("day=02/hour=07/station=KLGA/part-{g}-00000001-"))), "{names:?}");
     assert!(names.iter().all(|n| n.ends_with(".snappy.parquet")));
 
     // Read every file back: all rows once, values intact, partition columns not stored.
@@ -127,18 +151,17 @@ async fn partitioned_files_appear_on_commit_and_read_back() {
     for f in &t.files {
         let b = read(&dir.path().join(&f.key));
         assert_eq!(b.num_rows() as u64, f.rows);
-        assert!(b.column_by_name("hour").is_none() && b.column_by_name("vendorId").is_none());
+        assert!(b.column_by_name("hour").is_none() && b.column_by_name("station").is_none());
         let hour: i64 = f.key.split("hour=").nth(1).unwrap()[..2].parse().unwrap();
-        let pickup = b.column_by_name("pickupDate").unwrap().as_primitive::<TimestampMillisecondType>();
+        let observed = b.column_by_name("observed").unwrap().as_primitive::<TimestampMillisecondType>();
         for (i, id) in b.column_by_name("id").unwrap().as_string::<i32>().iter().enumerate() {
             let id = id.unwrap().to_owned();
             let n: usize = id[2..].parse().unwrap();
-            assert_eq!(pickup.value(i) / 1000 % 86_400 / 3600, hour);
-            let orig_lon = input.column_by_name("pickupLongitude").unwrap().as_primitive::<Float64Type>().value(n);
-            let lon = b.column_by_name("pickupLongitude").unwrap().as_primitive::<Float64Type>().value(i);
-            assert_eq!(lon, orig_lon);
-            let dur = b.column_by_name("tripDuration").unwrap().as_primitive::<Int64Type>().value(i);
-            assert!((120..=3600).contains(&dur));
+            assert_eq!(observed.value(i) / 1000 % 86_400 / 3600, hour);
+            let orig = input.column_by_name("temp_c").unwrap().as_primitive::<Float64Type>().value(n);
+            assert_eq!(b.column_by_name("temp_c").unwrap().as_primitive::<Float64Type>().value(i), orig);
+            let wind = b.column_by_name("wind_kt").unwrap();
+            assert_eq!(wind.is_null(i), n % 7 == 0);
             assert!(seen.insert(id));
         }
     }
@@ -148,23 +171,21 @@ async fn partitioned_files_appear_on_commit_and_read_back() {
 #[tokio::test]
 async fn crash_between_prepare_and_commit_then_recover_commits_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), "partition_by = [\"day\"]");
+    let s = declared(dir.path(), "partition_by = [\"day\"]");
     let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
     sink.recover(None).await.unwrap();
-    sink.write(&arrow_batch(taxi_batch(0..2_000))).await.unwrap();
+    sink.write(&arrow_batch(weather_batch(0..2_000))).await.unwrap();
     let t1 = sink.prepare(1).await.unwrap();
     // Epoch 2 staged but its checkpoint never completes; epoch 3 still open.
-    sink.write(&arrow_batch(taxi_batch(2_000..3_000))).await.unwrap();
-    let _t2 = sink.prepare(2).await.unwrap();
-    sink.write(&arrow_batch(taxi_batch(3_000..3_500))).await.unwrap();
+    sink.write(&arrow_batch(weather_batch(2_000..3_000))).await.unwrap();
+    let t2 = sink.prepare(2).await.unwrap();
+    sink.write(&arrow_batch(weather_batch(3_000..3_500))).await.unwrap();
     drop(sink); // crash: checkpoint 1 is durable, commit(1) never ran
 
     assert!(visible(dir.path()).is_empty());
-    let (t1f, t2f) = (
-        serde_json::from_value::<ParquetToken>(t1.clone()).unwrap().files.len(),
-        serde_json::from_value::<ParquetToken>(_t2).unwrap().files.len(),
-    );
-    let open = files(dir.path()).iter().filter(|f| f.contains("part-00000003-")).count();
+    let g = token(&t1).generation.unwrap();
+    let (t1f, t2f) = (token(&t1).files.len(), token(&t2).files.len());
+    let open = files(dir.path()).iter().filter(|f| f.contains(&format!("part-{g}-00000003-"))).count();
     assert!(t1f >= 2 && t2f >= 1 && open >= 1, "{t1f} {t2f} {open}");
     assert_eq!(files(dir.path()).len(), t1f + t2f + open, "epochs 1 and 2 staged, epoch 3 open");
 
@@ -173,42 +194,92 @@ async fn crash_between_prepare_and_commit_then_recover_commits_exactly_once() {
         let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
         sink.recover(Some(&t1)).await.unwrap();
         let all = files(dir.path());
-        assert_eq!(all, visible(dir.path()), "no staged file survives recovery: {all:?}");
+        assert_eq!(all, visible(dir.path()), "no staged file of this generation survives recovery: {all:?}");
         assert_eq!(all.len(), t1f);
-        assert!(all.iter().all(|f| f.contains("/part-00000001-")), "{all:?}");
+        assert!(all.iter().all(|f| f.contains(&format!("/part-{g}-00000001-"))), "{all:?}");
         let rows: usize = all.iter().map(|f| read(&dir.path().join(f)).num_rows()).sum();
         assert_eq!(rows, 2_000);
     }
 
-    // The replay continues with epoch 2 and its names do not collide.
+    // The replay continues with epoch 2 of the same generation; names do not collide.
     let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
     sink.recover(Some(&t1)).await.unwrap();
-    sink.write(&arrow_batch(taxi_batch(2_000..3_000))).await.unwrap();
+    sink.write(&arrow_batch(weather_batch(2_000..3_000))).await.unwrap();
     let t2 = sink.prepare(2).await.unwrap();
+    assert_eq!(token(&t2).generation.as_deref(), Some(g.as_str()));
     sink.commit(&t2).await.unwrap();
     sink.commit(&t2).await.unwrap(); // repeated commit is harmless
     let rows: usize = visible(dir.path()).iter().map(|f| read(&dir.path().join(f)).num_rows()).sum();
     assert_eq!(rows, 3_000);
 }
 
+/// A new sink, a renamed one, or a run after the checkpoint was deleted
+/// starts without a token: it must add files, never replace committed ones.
 #[tokio::test]
-async fn recover_without_checkpoint_removes_staged_files_only() {
+async fn a_start_without_token_never_overwrites_committed_files() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), "partition_by = []\ncompression = \"zstd\"");
-    let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
-    sink.write(&arrow_batch(taxi_batch(0..100))).await.unwrap();
-    let t = sink.prepare(1).await.unwrap();
-    sink.commit(&t).await.unwrap();
-    sink.write(&arrow_batch(taxi_batch(100..200))).await.unwrap();
-    sink.prepare(2).await.unwrap();
-    assert_eq!(files(dir.path()), [".part-00000002-0000.zstd.parquet.inprogress", "part-00000001-0000.zstd.parquet"]);
+    let s = declared(dir.path(), "compression = \"zstd\"");
+    let run = |range: std::ops::Range<u64>| {
+        let s = s.clone();
+        async move {
+            let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
+            sink.recover(None).await.unwrap();
+            sink.write(&arrow_batch(weather_batch(range))).await.unwrap();
+            let t = sink.prepare(1).await.unwrap();
+            sink.commit(&t).await.unwrap();
+            token(&t)
+        }
+    };
+    let first = run(0..100).await;
+    let first_bytes = std::fs::read(dir.path().join(&first.files[0].key)).unwrap();
+    // The checkpoint directory is deleted: the next run has no token.
+    let second = run(100..300).await;
+    assert_ne!(first.generation, second.generation);
+    let names = visible(dir.path());
+    assert_eq!(names.len(), 2, "both runs' files exist: {names:?}");
+    assert_eq!(std::fs::read(dir.path().join(&first.files[0].key)).unwrap(), first_bytes, "the first run's file is untouched");
+    let rows: Vec<usize> = names.iter().map(|f| read(&dir.path().join(f)).num_rows()).collect();
+    assert_eq!(rows.iter().sum::<usize>(), 300);
+}
 
-    let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
-    sink.recover(None).await.unwrap();
-    assert_eq!(files(dir.path()), ["part-00000001-0000.zstd.parquet"]);
-    let b = read(&dir.path().join("part-00000001-0000.zstd.parquet"));
+#[tokio::test]
+async fn recover_without_token_removes_only_stale_staged_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = declared(dir.path(), "compression = \"zstd\"");
+    // Run A: epoch 1 committed, epoch 2 staged (its checkpoint may still exist elsewhere).
+    let mut a = build("sinks.lake", &s, Path::new(".")).unwrap();
+    a.write(&arrow_batch(weather_batch(0..100))).await.unwrap();
+    let t = a.prepare(1).await.unwrap();
+    a.commit(&t).await.unwrap();
+    a.write(&arrow_batch(weather_batch(100..200))).await.unwrap();
+    let t2 = token(&a.prepare(2).await.unwrap());
+    // Run B died before its first checkpoint: its staged file has no marker.
+    let mut b = build("sinks.lake", &s, Path::new(".")).unwrap();
+    b.write(&arrow_batch(weather_batch(0..10))).await.unwrap();
+    let b_open = b.open.values().next().unwrap().key.clone();
+    drop(b);
+    let ga = token(&t).generation.unwrap();
+    let committed = format!("part-{ga}-00000001-0000.zstd.parquet");
+    let a_staged = format!(".part-{ga}-00000002-0000.zstd.parquet.inprogress");
+    assert_eq!(files(dir.path()), {
+        let mut v = vec![format!(".{b_open}.inprogress"), a_staged.clone(), committed.clone()];
+        v.sort();
+        v
+    });
+    // Run C starts without a token: B's orphan goes, A's staged epoch stays (A's
+    // checkpoint may still commit it), nothing committed is touched.
+    let mut c = build("sinks.lake", &s, Path::new(".")).unwrap();
+    c.recover(None).await.unwrap();
+    let mut want = vec![a_staged, committed.clone()];
+    want.sort();
+    assert_eq!(files(dir.path()), want);
+    // And A can still recover its checkpoint.
+    let mut a = build("sinks.lake", &s, Path::new(".")).unwrap();
+    a.recover(Some(&serde_json::to_value(&t2).unwrap())).await.unwrap();
+    assert_eq!(visible(dir.path()).len(), 2);
+    let b = read(&dir.path().join(&committed));
     // Without partition columns every declared column is in the file.
-    assert_eq!(b.num_columns(), taxi_logic::schema::enriched().fields().len());
+    assert_eq!(b.num_columns(), weather_schema().fields().len());
 }
 
 #[tokio::test]
@@ -234,50 +305,268 @@ columns = [
         r#"{"id":"d","vendorId":2,"pickupDate":"2016-03-14T18:00:00Z","passengerCount":99999999999}"#,
         "not json",
         r#"{"id":"f","vendorId":2,"pickupDate":"2016-03-15T01:02:03.5Z"}"#,
+        // A fraction does not fit an integer column (a cast would truncate it to 2).
+        r#"{"id":"g","vendorId":2,"pickupDate":"2016-03-15T01:02:03Z","passengerCount":2.5}"#,
     ] {
         j.push(d.as_bytes());
     }
     let batch = Batch {
         origin: Arc::new(Origin { source: "s".into(), partition: "p".into() }),
-        meta: (0..6).map(RecordMeta::line).collect(),
+        meta: (0..7).map(RecordMeta::line).collect(),
         data: BatchData::Json(j),
     };
     let w = sink.write(&batch).await.unwrap();
     assert_eq!(w.accepted, 2);
+    assert_eq!(w.refused.len(), 5);
     let got: Vec<(usize, &str)> = w.refused.iter().map(|r| (r.index, r.code.as_str())).collect();
-    assert_eq!(got, [(1, "schema_mismatch"), (2, "schema_mismatch"), (3, "schema_mismatch"), (4, "malformed")]);
+    assert_eq!(
+        got,
+        [(1, "schema_mismatch"), (2, "schema_mismatch"), (3, "schema_mismatch"), (4, "malformed"), (6, "schema_mismatch")]
+    );
+    assert!(w.refused[4].message.contains("passengerCount") && w.refused[4].message.contains("2.5"), "{:?}", w.refused[4]);
     assert!(w.refused[0].message.contains("pickupDate") && w.refused[0].message.contains("yesterday"), "{:?}", w.refused[0]);
     assert_eq!(w.refused[1].message, "required column id is null");
     assert!(w.refused[2].message.contains("passengerCount") && w.refused[2].message.contains("99999999999"));
 
     let t = sink.prepare(1).await.unwrap();
     sink.commit(&t).await.unwrap();
-    let b = read(&dir.path().join("vendorId=2/part-00000001-0001.snappy.parquet"));
+    let key = |p: &str| token(&t).files.iter().find(|f| f.key.starts_with(p)).unwrap().key.clone();
+    let b = read(&dir.path().join(key("vendorId=2/")));
     assert_eq!(b.column(0).as_string::<i32>().value(0), "f");
     let ts = b.column(1).as_primitive::<TimestampMillisecondType>();
     assert_eq!(ts.value(0), 1_458_003_723_500);
     assert!(b.column(2).is_null(0));
-    let a = read(&dir.path().join("vendorId=1/part-00000001-0000.snappy.parquet"));
+    let a = read(&dir.path().join(key("vendorId=1/")));
     assert_eq!(a.column(1).as_primitive::<TimestampMillisecondType>().value(0), 1_457_976_295_000);
+}
+
+
+/// Without `columns` the first batch fixes the schema; JSON numbers are
+/// doubles so a later fraction fits; what does not fit goes to the DLQ with
+/// the column named; a restart keeps the schema of the checkpoint.
+#[tokio::test]
+async fn without_columns_the_schema_comes_from_the_data_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), "partition_by = [\"year\"]");
+    let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
+    sink.recover(None).await.unwrap();
+    let w = sink
+        .write(&json_batch(&[
+            r#"{"station":"KJFK","year":2024,"temp":11,"wind":3}"#,
+            r#"{"station":"KLGA","year":2024,"temp":12,"wind":null}"#,
+        ]))
+        .await
+        .unwrap();
+    assert_eq!((w.accepted, w.refused.len()), (2, 0));
+    let schema = sink.schema().unwrap().clone();
+    let types: Vec<(&str, &DataType)> = schema.fields().iter().map(|f| (f.name().as_str(), f.data_type())).collect();
+    assert_eq!(
+        types,
+        [("station", &DataType::Utf8), ("year", &DataType::Int64), ("temp", &DataType::Float64), ("wind", &DataType::Float64)]
+    );
+    let w = sink
+        .write(&json_batch(&[
+            r#"{"station":"KEWR","year":2024,"temp":11.5,"wind":4}"#,
+            r#"{"station":"KEWR","year":2024,"temp":"warm","wind":4}"#,
+            r#"{"station":"KEWR","year":2024,"temp":10,"gust":30}"#,
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(w.accepted, 1, "{:?}", w.refused);
+    let why: Vec<(usize, &str, &str)> = w.refused.iter().map(|r| (r.index, r.code.as_str(), r.message.as_str())).collect();
+    assert_eq!((why[0].0, why[0].1), (1, SCHEMA_MISMATCH));
+    assert!(why[0].2.contains("temp") && why[0].2.contains("warm") && why[0].2.contains("Float64"), "{}", why[0].2);
+    assert_eq!((why[1].0, why[1].1), (2, SCHEMA_MISMATCH));
+    assert!(why[1].2.contains("gust") && why[1].2.contains("first batch"), "{}", why[1].2);
+    let t1 = sink.prepare(1).await.unwrap();
+    sink.commit(&t1).await.unwrap();
+    assert!(token(&t1).schema.is_some(), "{t1}");
+
+    let key = &token(&t1).files[0].key;
+    assert!(key.starts_with("year=2024/"), "{key}");
+    let b = read(&dir.path().join(key));
+    assert_eq!(b.num_rows(), 3);
+    assert_eq!(b.column_by_name("temp").unwrap().as_primitive::<Float64Type>().values().to_vec(), [11.0, 12.0, 11.5]);
+
+    // After a restart the first batch has `temp` as text: the recorded schema
+    // still decides (the row is refused, the table keeps one type per column).
+    let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
+    sink.recover(Some(&t1)).await.unwrap();
+    assert_eq!(sink.schema(), Some(&schema));
+    let w = sink.write(&json_batch(&[r#"{"station":"KJFK","year":2024,"temp":"n/a","wind":1}"#])).await.unwrap();
+    assert_eq!((w.accepted, w.refused.len()), (0, 1));
+    assert!(w.refused[0].message.contains("temp"), "{:?}", w.refused[0]);
+}
+
+#[tokio::test]
+async fn typed_input_keeps_its_types_without_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(dir.path(), "partition_by = [\"station\"]");
+    let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
+    sink.recover(None).await.unwrap();
+    sink.write(&arrow_batch(weather_batch(0..300))).await.unwrap();
+    let t = sink.prepare(1).await.unwrap();
+    sink.commit(&t).await.unwrap();
+    let t = token(&t);
+    assert_eq!(t.files.len(), 3);
+    let b = read(&dir.path().join(&t.files[0].key));
+    assert_eq!(b.num_columns(), weather_schema().fields().len() - 1);
+    assert_eq!(b.column_by_name("wind_kt").unwrap().data_type(), &DataType::Int64);
+    assert_eq!(b.column_by_name("day").unwrap().data_type(), &DataType::Int32);
+    assert_eq!(b.column_by_name("observed").unwrap().data_type(), weather_schema().field(2).data_type());
+    assert_eq!(t.files.iter().map(|f| f.rows).sum::<u64>(), 300);
+}
+
+#[tokio::test]
+async fn records_without_their_partition_column_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let optional_station = WEATHER_COLUMNS.replace(r#"name = "station", type = "string", required = true"#, r#"name = "station", type = "string""#);
+    let s = spec(dir.path(), &format!("partition_by = [\"station\"]\n{optional_station}"));
+    let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
+    sink.recover(None).await.unwrap();
+    let without = weather_batch(0..40);
+    let without = without.project(&[0, 2, 3, 4, 5, 6]).unwrap();
+    assert!(without.column_by_name("station").is_none());
+    sink.write(&arrow_batch(without)).await.unwrap();
+    sink.write(&arrow_batch(weather_batch(40..46))).await.unwrap();
+    assert_eq!(sink.default_partition_records(), 40);
+    let t = sink.prepare(1).await.unwrap();
+    sink.commit(&t).await.unwrap();
+    let dirs: std::collections::BTreeSet<String> =
+        visible(dir.path()).iter().map(|f| f.split('/').next().unwrap().to_owned()).collect();
+    assert!(dirs.contains(&format!("station={NULL_PARTITION}")), "{dirs:?}");
+    assert_eq!(dirs.len(), 4);
+}
+
+/// A backend whose staged writes or finishes fail on demand.
+#[derive(Clone)]
+struct Flaky {
+    inner: LocalBackend,
+    /// Staged writes left before they fail (usize::MAX: never).
+    writes_left: Arc<AtomicUsize>,
+    /// Finishes left before they fail.
+    finishes_left: Arc<AtomicUsize>,
+}
+
+struct FlakyStaged {
+    inner: Box<dyn Staged>,
+    b: Flaky,
+}
+
+fn spend(n: &AtomicUsize) -> bool {
+    n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1)).is_ok()
+}
+
+#[async_trait]
+impl Staged for FlakyStaged {
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        if !spend(&self.b.writes_left) {
+            return Err(BackendError { message: "EIO (injected)".into(), retryable: true });
+        }
+        self.inner.write(bytes).await
+    }
+    async fn finish(self: Box<Self>, rows: u64) -> Result<Pending, BackendError> {
+        if !spend(&self.b.finishes_left) {
+            return Err(BackendError { message: "ENOSPC (injected)".into(), retryable: true });
+        }
+        self.inner.finish(rows).await
+    }
+}
+
+#[async_trait]
+impl Backend for Flaky {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn create(&self, key: &str) -> Result<Box<dyn Staged>, BackendError> {
+        Ok(Box::new(FlakyStaged { inner: self.inner.create(key).await?, b: self.clone() }))
+    }
+    async fn commit(&self, p: &Pending) -> Result<(), BackendError> {
+        self.inner.commit(p).await
+    }
+    async fn staged(&self) -> Result<Vec<String>, BackendError> {
+        self.inner.staged().await
+    }
+    async fn discard(&self, keys: &[String]) -> Result<(), BackendError> {
+        self.inner.discard(keys).await
+    }
+    async fn mark_generation(&self, g: &str) -> Result<(), BackendError> {
+        self.inner.mark_generation(g).await
+    }
+    async fn generations(&self) -> Result<Vec<String>, BackendError> {
+        self.inner.generations().await
+    }
+}
+
+/// A `prepare` that failed half-way (some files taken out and closed) must
+/// not succeed when called again with less data, and the next start recovers
+/// from the last checkpoint without the failed epoch's staged files.
+#[tokio::test]
+async fn a_failed_prepare_or_write_fails_for_good_and_recovery_discards_its_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = declared(dir.path(), "partition_by = [\"station\"]");
+    let flaky = Flaky {
+        inner: LocalBackend::new(dir.path()).unwrap(),
+        writes_left: Arc::new(AtomicUsize::new(usize::MAX)),
+        finishes_left: Arc::new(AtomicUsize::new(usize::MAX)),
+    };
+    let mut sink = ParquetSink::with_backend("sinks.lake", &s, Box::new(flaky.clone())).unwrap();
+    sink.recover(None).await.unwrap();
+    sink.write(&arrow_batch(weather_batch(0..300))).await.unwrap();
+    let t1 = sink.prepare(1).await.unwrap();
+    sink.commit(&t1).await.unwrap();
+
+    sink.write(&arrow_batch(weather_batch(300..600))).await.unwrap();
+    flaky.finishes_left.store(1, Ordering::SeqCst); // the second of three files fails
+    let e = sink.prepare(2).await.unwrap_err();
+    assert!(!e.retryable(), "a half-done prepare is not retryable: {e}");
+    let again = sink.prepare(2).await;
+    assert!(again.is_err(), "a repeated prepare must not return a token without the epoch's files: {again:?}");
+    assert!(sink.write(&arrow_batch(weather_batch(600..601))).await.is_err());
+
+    // A failed write (the writer's bytes were handed over and lost) likewise.
+    let mut sink2 = ParquetSink::with_backend("sinks.other", &declared(&dir.path().join("w"), "max_buffer_bytes = 1000"), Box::new(Flaky {
+        inner: LocalBackend::new(dir.path().join("w")).unwrap(),
+        writes_left: Arc::new(AtomicUsize::new(0)),
+        finishes_left: Arc::new(AtomicUsize::new(usize::MAX)),
+    }))
+    .unwrap();
+    // Enough rows to drain encoded bytes to the backend during write.
+    let r = sink2.write(&arrow_batch(weather_batch(0..200_000))).await;
+    assert!(r.as_ref().is_err_and(|e| !e.retryable()), "{:?}", r.map(|w| w.accepted));
+    assert!(sink2.prepare(1).await.is_err(), "no token after a failed write");
+
+    // Restart from checkpoint 1: its files are there, epoch 2's staged files are gone.
+    flaky.finishes_left.store(usize::MAX, Ordering::SeqCst);
+    let mut sink = ParquetSink::with_backend("sinks.lake", &s, Box::new(flaky.clone())).unwrap();
+    sink.recover(Some(&t1)).await.unwrap();
+    let all = files(dir.path()).into_iter().filter(|f| !f.starts_with("w/")).collect::<Vec<_>>();
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert!(all.iter().all(|f| !f.rsplit('/').next().unwrap().starts_with('.')), "{all:?}");
+    sink.write(&arrow_batch(weather_batch(300..600))).await.unwrap();
+    let t2 = sink.prepare(2).await.unwrap();
+    sink.commit(&t2).await.unwrap();
+    let rows: usize = visible(dir.path()).iter().filter(|f| !f.starts_with("w/")).map(|f| read(&dir.path().join(f)).num_rows()).sum();
+    assert_eq!(rows, 600);
 }
 
 #[tokio::test]
 async fn large_files_ask_for_a_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), "partition_by = []\nmax_file_bytes = 200000\nrow_group_rows = 5000");
+    let s = declared(dir.path(), "max_file_bytes = 200000\nrow_group_rows = 5000");
     let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
     assert_eq!(sink.wants_checkpoint(), None);
-    sink.write(&arrow_batch(taxi_batch(0..100))).await.unwrap();
+    sink.write(&arrow_batch(weather_batch(0..100))).await.unwrap();
     assert_eq!(sink.wants_checkpoint(), None);
-    sink.write(&arrow_batch(taxi_batch(100..20_000))).await.unwrap();
+    sink.write(&arrow_batch(weather_batch(100..20_000))).await.unwrap();
     let why = sink.wants_checkpoint().expect("over 200000 bytes");
     assert!(why.contains("max_file_bytes"), "{why}");
     sink.prepare(1).await.unwrap();
     assert_eq!(sink.wants_checkpoint(), None);
 
-    let s = spec(dir.path(), "partition_by = []\nmax_file_age = \"50ms\"");
+    let s = declared(dir.path(), "max_file_age = \"50ms\"");
     let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
-    sink.write(&arrow_batch(taxi_batch(0..10))).await.unwrap();
+    sink.write(&arrow_batch(weather_batch(0..10))).await.unwrap();
     assert_eq!(sink.wants_checkpoint(), None);
     tokio::time::sleep(std::time::Duration::from_millis(60)).await;
     assert!(sink.wants_checkpoint().unwrap().contains("max_file_age"));
@@ -290,10 +579,10 @@ async fn writer_memory_stays_within_max_buffer_bytes() {
     // larger than the budget: only early flushes keep memory bounded.
     let dir = tempfile::tempdir().unwrap();
     let budget = 1 << 20;
-    let s = spec(dir.path(), &format!("partition_by = [\"vendorId\"]\nrow_group_rows = 1000000\nmax_buffer_bytes = {budget}"));
+    let s = declared(dir.path(), &format!("partition_by = [\"station\"]\nrow_group_rows = 1000000\nmax_buffer_bytes = {budget}"));
     let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
     sink.recover(None).await.unwrap();
-    let input = taxi_batch(0..120_000);
+    let input = weather_batch(0..120_000);
     for start in (0..input.num_rows()).step_by(4096) {
         let len = 4096.min(input.num_rows() - start);
         sink.write(&arrow_batch(input.slice(start, len))).await.unwrap();
@@ -303,7 +592,7 @@ async fn writer_memory_stays_within_max_buffer_bytes() {
     let token = sink.prepare(1).await.unwrap();
     sink.commit(&token).await.unwrap();
     let t: ParquetToken = serde_json::from_value(token).unwrap();
-    assert_eq!(t.files.len(), 2);
+    assert_eq!(t.files.len(), 3);
     let rows: usize = t.files.iter().map(|f| read(&dir.path().join(&f.key)).num_rows()).sum();
     assert_eq!(rows, 120_000, "early flushes lose nothing");
     let groups = t.files.iter().map(|f| {
@@ -320,9 +609,9 @@ async fn bench_sink_throughput() {
     // Time-ordered rows (as generated), then the same rows shuffled across the week.
     for shuffled in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let s = spec(dir.path(), "");
+        let s = declared(dir.path(), "partition_by = [\"day\", \"hour\", \"station\"]");
         let mut sink = build("sinks.lake", &s, Path::new(".")).unwrap();
-        let all = taxi_batch(0..1_000_000);
+        let all = weather_batch(0..1_000_000);
         let all = if shuffled {
             let perm: Vec<u32> = (0..1_000_000u64).map(|i| ((i * 7_919) % 1_000_000) as u32).collect();
             arrow::compute::take_record_batch(&all, &arrow::array::UInt32Array::from(perm)).unwrap()

@@ -1,0 +1,45 @@
+//! File names: `part-{generation}-{epoch:08}-{n:04}.{codec}.parquet`.
+//!
+//! A generation is 16 hex digits: the start time in Unix milliseconds (12
+//! digits, so names sort by run) and 4 random ones (two sinks starting in the
+//! same millisecond on one table still differ).
+
+use super::config::Compression;
+
+const GENERATION_LEN: usize = 16;
+
+pub fn new_generation() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    format!("{:012x}{:04x}", ms & 0xffff_ffff_ffff, rand::random::<u16>())
+}
+
+pub fn file_name(generation: &str, epoch: u64, n: u32, compression: Compression) -> String {
+    match compression.file_infix() {
+        Some(codec) => format!("part-{generation}-{epoch:08}-{n:04}.{codec}.parquet"),
+        None => format!("part-{generation}-{epoch:08}-{n:04}.parquet"),
+    }
+}
+
+/// The generation of a file key (`dir/part-{generation}-...`); `None` for
+/// names of other writers and of versions before generations
+/// (`part-{epoch:08}-{n:04}...`).
+pub fn generation_of(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?;
+    let g = name.strip_prefix("part-")?.split('-').next()?;
+    (g.len() == GENERATION_LEN && g.bytes().all(|b| b.is_ascii_hexdigit())).then_some(g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_their_generation() {
+        let g = new_generation();
+        assert_eq!(g.len(), GENERATION_LEN);
+        let name = file_name(&g, 3, 7, Compression::Snappy);
+        assert_eq!(name, format!("part-{g}-00000003-0007.snappy.parquet"));
+        assert_eq!(generation_of(&format!("year=2016/{name}")), Some(g.as_str()));
+        assert_eq!(generation_of("part-00000001-0000.snappy.parquet"), None, "names before generations");
+    }
+}
