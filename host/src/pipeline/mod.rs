@@ -9,3 +9,5 @@ pub mod runtime;
 pub mod sink_node;
 pub mod stage;
 pub mod stats;
+#[cfg(test)]
+mod tests;
