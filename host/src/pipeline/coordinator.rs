@@ -44,6 +44,11 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error("the pipeline stopped before its last checkpoint: {0}")]
     Incomplete(String),
+    /// The last checkpoint is durable but a node failed after it (a sink could
+    /// not commit it): the output is not complete until the next run, whose
+    /// recovery re-runs those commits.
+    #[error("the last checkpoint (epoch {epoch}) was written, but then {error}. Its output is not all visible yet: run the pipeline again, it completes that checkpoint's commits before reading anything")]
+    AfterCheckpoint { epoch: u64, error: String },
 }
 
 struct InFlight {

@@ -11,3 +11,5 @@ pub mod runtime;
 pub mod sink_node;
 pub mod stage;
 pub mod stats;
+#[cfg(test)]
+mod tests;

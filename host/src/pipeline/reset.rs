@@ -190,7 +190,8 @@ pub async fn reset(p: &Pipeline, confirm: Confirm) -> Result<Vec<Target>, ResetE
         let r = if t.dir {
             std::fs::remove_dir_all(&t.path)
         } else {
-            std::fs::remove_file(&t.path)
+            // With the file's start marker, if a run left one.
+            crate::sink::file::remove_output(&t.path)
         };
         match r {
             Ok(()) => {}

@@ -213,30 +213,47 @@ pub async fn run(p: &Pipeline, plan: Plan, shutdown: watch::Receiver<bool>) -> R
         shutdown,
         progress: stats.progress.clone(),
     };
-    let result = coordinator.run().await;
-    match result {
-        Ok(epoch) => {
-            while let Some(r) = tasks.join_next().await {
-                if let Ok(Err(e)) = r {
-                    tracing::warn!(error = %e, "node ended with an error after the last checkpoint");
-                }
-            }
-            for t in threads {
-                let _ = t.join();
-            }
-            Ok(RunSummary {
-                pipeline: p.name.clone(),
-                elapsed_ms: started.elapsed().as_millis() as u64,
-                epoch,
-                resumed_from,
-                nodes: stats.snapshot(),
-            })
-        }
-        Err(e) => {
-            // Stop everything; nothing past the last checkpoint was committed.
-            tasks.abort_all();
-            Err(e.into())
-        }
-    }
+    let epoch = finish(coordinator.run().await, tasks, threads).await?;
+    Ok(RunSummary {
+        pipeline: p.name.clone(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        epoch,
+        resumed_from,
+        nodes: stats.snapshot(),
+    })
 }
 
+/// The end of a run. After the last checkpoint is written the nodes still
+/// have work (sinks make that checkpoint visible): one that fails now fails
+/// the run, so the exit code says the output is not complete yet. On error
+/// before it, everything stops; nothing past the last checkpoint was committed.
+pub(crate) async fn finish(
+    result: Result<u64, RunError>,
+    mut tasks: tokio::task::JoinSet<Result<(), StartError>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+) -> Result<u64, StartError> {
+    let epoch = match result {
+        Ok(epoch) => epoch,
+        Err(e) => {
+            tasks.abort_all();
+            return Err(e.into());
+        }
+    };
+    let mut failed = None;
+    while let Some(r) = tasks.join_next().await {
+        let error = match r {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e.to_string(),
+            Err(join) => format!("a node task ended abnormally: {join}"),
+        };
+        tracing::error!(%error, epoch, "a node failed after the last checkpoint");
+        failed.get_or_insert(error);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    match failed {
+        None => Ok(epoch),
+        Some(error) => Err(RunError::AfterCheckpoint { epoch, error }.into()),
+    }
+}

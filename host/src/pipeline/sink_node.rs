@@ -1,6 +1,10 @@
 //! A sink node: a tokio task that feeds batches to a `Sink`, prepares it at
 //! aligned barriers, and commits an epoch only when the coordinator says the
 //! checkpoint holding its token is durable.
+//!
+//! `write` and `prepare` are called once: a failure stops the run (the next
+//! one recovers from the last checkpoint), because a half-done call cannot be
+//! repeated safely. Only `commit`, idempotent by contract, is retried.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -72,7 +76,12 @@ impl SinkNode {
                                     }
                                 }
                                 Event::Barrier(b) => {
-                                    let token = self.with_retry("prepare", |s| Box::pin(s.sink.prepare(b.epoch))).await?;
+                                    // Once: a failed prepare may have taken the open output out of the
+                                    // sink, and a retry would answer with a token that misses it.
+                                    let token = match self.sink.prepare(b.epoch).await {
+                                        Ok(t) => t,
+                                        Err(e) => return Err(self.halt("prepare", e)),
+                                    };
                                     asked = false;
                                     let _ = self.out.barrier(b).await;
                                     let _ = self.acks.send(Ack { node: self.node.clone(), epoch: b.epoch, state: Some(token) });
@@ -96,32 +105,68 @@ impl SinkNode {
         self.stats.add_in(n);
         self.stats.batches.fetch_add(1, Relaxed);
         let started = Instant::now();
-        let batch = match crate::convert::to_format_lenient(batch.clone(), self.sink.takes()) {
-            Ok((converted, refused)) => {
-                self.refuse(&batch, refused.into_iter().map(|r| (r.index, r.code, r.message)).collect()).await?;
-                if converted.is_empty() {
-                    return Ok(());
+        let takes = self.sink.takes();
+        // `batch` stays as it arrived: DLQ entries show records as they
+        // arrived, never the host's conversion (invariant 5). `kept[i]` is the
+        // index in `batch` of record `i` of the converted batch when the
+        // conversion dropped records.
+        let mut converted = None;
+        let mut kept: Option<Vec<usize>> = None;
+        if batch.format() != takes {
+            match crate::convert::to_format_lenient(batch.clone(), takes) {
+                Ok((c, refused)) => {
+                    if !refused.is_empty() {
+                        let mut dropped = vec![false; n];
+                        refused.iter().for_each(|r| dropped[r.index] = true);
+                        kept = Some((0..n).filter(|&i| !dropped[i]).collect());
+                    }
+                    self.refuse(&batch, refused.into_iter().map(|r| (r.index, r.code, r.message)).collect()).await?;
+                    converted = Some(c);
                 }
-                converted
+                Err(e) => {
+                    let msg = format!("cannot convert the batch to {takes} for this sink: {e}");
+                    let all: Vec<(usize, String, String)> = (0..n).map(|i| (i, "convert_error".to_string(), msg.clone())).collect();
+                    return self.refuse(&batch, all).await;
+                }
             }
-            Err(e) => {
-                let msg = format!("cannot convert the batch to {} for this sink: {e}", self.sink.takes());
-                let all: Vec<(usize, String, String)> = (0..n).map(|i| (i, "convert_error".to_string(), msg.clone())).collect();
-                return self.refuse(&batch, all).await;
-            }
+        }
+        let target = converted.as_ref().unwrap_or(&batch);
+        if target.is_empty() {
+            return Ok(());
+        }
+        // Once: a failed write may have appended part of the batch.
+        let written = match self.sink.write(target).instrument(span).await {
+            Ok(w) => w,
+            Err(e) => return Err(self.halt("write", e)),
         };
-        let written = self
-            .with_retry("write", |s| {
-                // Arrow batches clone by reference count; JSON ones copy a buffer.
-                let b = batch.clone();
-                Box::pin(async move { s.sink.write(&b).await })
-            })
-            .instrument(span)
-            .await?;
         self.stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         self.stats.add_out(written.accepted);
-        let refused = written.refused.into_iter().map(|r| (r.index, r.code, r.message)).collect();
+        let mut refused = Vec::with_capacity(written.refused.len());
+        for r in written.refused {
+            let index = match (&kept, r.index < target.len()) {
+                (_, false) => {
+                    let e = SinkError::Io {
+                        sink: self.node.clone(),
+                        message: format!("refused record {} of a batch of {} (a bug in the sink)", r.index, target.len()),
+                        retryable: false,
+                    };
+                    return Err(self.halt("write", e));
+                }
+                (Some(k), true) => k[r.index],
+                (None, true) => r.index,
+            };
+            refused.push((index, r.code, r.message));
+        }
         self.refuse(&batch, refused).await
+    }
+
+    /// A `write` or `prepare` failed: report it and stop (see `sink` docs: such
+    /// calls are not retried).
+    fn halt(&self, call: &'static str, e: SinkError) -> SinkError {
+        let e = SinkError::Halted { call, cause: Box::new(e) };
+        error!(error = %e, "sink {call} failed");
+        let _ = self.requests.send(Request::Failed { node: self.node.clone(), error: e.to_string() });
+        e
     }
 
     async fn refuse(&mut self, batch: &Batch, refused: Vec<(usize, String, String)>) -> Result<(), SinkError> {
@@ -132,11 +177,23 @@ impl SinkNode {
         let entries = dlq::entries(&self.node, batch, refused.iter().map(|(i, c, m)| (*i, c.as_str(), m.as_str())));
         if self.out.dlq.is_none() {
             // The DLQ itself refusing records would lose them: fail loudly instead.
-            return Err(SinkError::Io { sink: self.node.clone(), message: format!("refused {} records and has no DLQ", entries.len()), retryable: false });
+            let first = &refused[0];
+            return Err(SinkError::Io {
+                sink: self.node.clone(),
+                message: format!(
+                    "the dead-letter queue could not take {} of its own entries (first: record {} of {}, {}: {}); they would be lost, so the run stops. Fix what makes the DLQ refuse them (its path: [dlq] path)",
+                    entries.len(),
+                    first.0,
+                    batch.origin.source,
+                    first.1,
+                    first.2
+                ),
+                retryable: false,
+            });
         }
         self.out.dead_letters(&batch.origin, entries).await.map_err(|e| SinkError::Io {
             sink: self.node.clone(),
-            message: e.to_string(),
+            message: format!("cannot send refused records to the DLQ: {e} (the DLQ failed first; its error says why)"),
             retryable: false,
         })
     }
@@ -153,6 +210,7 @@ impl SinkNode {
         Ok(())
     }
 
+    /// Retries `f` on retryable errors; only for idempotent calls (`commit`).
     async fn with_retry<T>(
         &mut self,
         what: &str,

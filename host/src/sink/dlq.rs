@@ -3,7 +3,9 @@
 //! Entries are built where a record is rejected (`entry`), travel as JSON
 //! records on the node's DLQ edge, and end in an NDJSON file written by the
 //! same [`FileSink`] as any file output — so the DLQ gets the file sink's
-//! exactly-once behaviour (truncate to the checkpointed length on recovery).
+//! exactly-once behaviour (truncate to the checkpointed length on recovery)
+//! and its protection of output it does not know (a non-empty DLQ file that
+//! the checkpoint has no commit for is refused, never emptied).
 
 use std::path::Path;
 

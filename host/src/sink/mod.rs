@@ -11,8 +11,34 @@
 //!    discards anything staged by later, uncompleted epochs.
 //! A crash anywhere leaves either the old checkpoint (staged output discarded,
 //! records replayed) or the new one (staged output committed on recovery).
+//!
+//! Output a sink did not write is never cut or overwritten: `recover(None)`
+//! (no checkpoint, or none for this sink: a first run, a new or renamed sink)
+//! must not destroy what an earlier run committed at the destination. A sink
+//! either writes beside it (new names) or refuses to start with a message
+//! naming the destination and how to start over.
+//!
+//! Failures and retries. The pipeline retries only what is idempotent:
+//! - `write` and `prepare` are called ONCE. If they fail, the run stops and the
+//!   next run resumes from the last checkpoint (`recover` discards whatever the
+//!   failed call left). A call that failed half-way may have appended part of a
+//!   batch, moved buffered data, or taken the open files out of the sink's
+//!   state; calling it again would commit a torn or repeated prefix, or return
+//!   a token that misses an epoch. So a sink must not retry a whole call either,
+//!   and after such a failure it should refuse further `write`/`prepare` calls.
+//! - Retries belong inside a backend, around one idempotent step (one write of
+//!   a whole buffer at a known offset, one part upload, one PUT): the sink
+//!   retries that step itself and reports `retryable: false` once it gives up.
+//! - A failed fsync is never retried, anywhere: on Linux a second fsync can
+//!   report success after the kernel dropped the data of the first. It fails
+//!   the call (and so the run).
+//! - `commit` is idempotent by contract (it runs again on recovery); the node
+//!   retries it on errors marked `retryable`.
+//!
+//! Errors say what failed, on which file or object, and what to do.
 
 pub mod dlq;
+pub(crate) mod durable;
 pub mod file;
 pub mod parquet;
 
@@ -26,6 +52,9 @@ pub enum SinkError {
     Io { sink: String, message: String, retryable: bool },
     #[error("sink {sink}: {message}")]
     Config { sink: String, message: String },
+    /// `write` or `prepare` failed: not retried, the run stops (see the module docs).
+    #[error("{cause}. The {call} is not retried (it may have been half done): the run stops here. Fix the cause and run again: it resumes from the last checkpoint and replays the records after it")]
+    Halted { call: &'static str, cause: Box<SinkError> },
 }
 
 impl SinkError {
@@ -54,10 +83,15 @@ pub struct Written {
 pub trait Sink: Send {
     /// The format the sink consumes without conversion.
     fn takes(&self) -> Format;
+    /// Called once per batch; a failure stops the run (never retried).
     async fn write(&mut self, batch: &Batch) -> Result<Written, SinkError>;
-    /// Durable, invisible; returns the commit token for `epoch`.
+    /// Durable, invisible; returns the commit token for `epoch`. Called once
+    /// per epoch; a failure stops the run (never retried).
     async fn prepare(&mut self, epoch: u64) -> Result<serde_json::Value, SinkError>;
+    /// Idempotent: may run again for the same token (retries, recovery).
     async fn commit(&mut self, token: &serde_json::Value) -> Result<(), SinkError>;
+    /// Before the first `write`: complete `token`'s commit and discard what
+    /// later epochs staged; with no token, never destroy existing output.
     async fn recover(&mut self, token: Option<&serde_json::Value>) -> Result<(), SinkError>;
     /// True when buffered output reached the sink's size or age limit and a
     /// checkpoint should roll it now.
