@@ -1,15 +1,16 @@
 //! `sandbox-probe` (JSON in, JSON out): for the host's sandbox tests. Once per
 //! batch it tries every attempt its config names, then emits one record per
-//! input record: `{"index": i, "read": OUTCOME, "write": OUTCOME, "env": OUTCOME,
-//! "connect": {"ADDR": OUTCOME, ...}, "lookup": OUTCOME}` where an OUTCOME is
+//! input record: `{"index": i, "read": {"PATH": OUTCOME, ...}, "write": OUTCOME,
+//! "env": {"NAME": OUTCOME, ...}, "connect": {"ADDR": OUTCOME, ...}, "lookup": OUTCOME}`
+//! where an OUTCOME is
 //! `{"ok": true, "value": "..."}` or `{"ok": false, "error": "..."}` (absent
 //! when not configured). A denied attempt is an ordinary error inside the
 //! plugin; nothing here traps.
 //!
 //! Config (every key optional):
-//! - `read`: a path to read (`/data/secret.txt`);
+//! - `read`: paths to read (`/data/secret.txt`);
 //! - `write`: a path to create and write (`/data/new.txt`);
-//! - `env`: an environment variable to read;
+//! - `env`: environment variables to read;
 //! - `connect`: addresses to open a TCP connection to (`127.0.0.1:8080`, `localhost:8080`);
 //! - `lookup`: a host name to resolve.
 
@@ -23,9 +24,9 @@ use sluice_plugin_sdk::{export_transform, Batch, Config, Format, JsonOutput, Tra
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct ProbeConfig {
-    read: Option<String>,
+    read: Vec<String>,
     write: Option<String>,
-    env: Option<String>,
+    env: Vec<String>,
     connect: Vec<String>,
     lookup: Option<String>,
 }
@@ -44,15 +45,17 @@ struct Probe {
 impl Probe {
     fn attempts(&self) -> Map<String, Value> {
         let mut m = Map::new();
-        if let Some(p) = &self.cfg.read {
-            m.insert("read".into(), outcome(std::fs::read_to_string(p)));
+        if !self.cfg.read.is_empty() {
+            let r = self.cfg.read.iter().map(|p| (p.clone(), outcome(std::fs::read_to_string(p)))).collect();
+            m.insert("read".into(), Value::Object(r));
         }
         if let Some(p) = &self.cfg.write {
             let r = std::fs::File::create(p).and_then(|mut f| f.write_all(b"written by sandbox-probe\n")).map(|()| p.clone());
             m.insert("write".into(), outcome(r));
         }
-        if let Some(name) = &self.cfg.env {
-            m.insert("env".into(), outcome(std::env::var(name)));
+        if !self.cfg.env.is_empty() {
+            let r = self.cfg.env.iter().map(|n| (n.clone(), outcome(std::env::var(n)))).collect();
+            m.insert("env".into(), Value::Object(r));
         }
         if !self.cfg.connect.is_empty() {
             let mut c = Map::new();
