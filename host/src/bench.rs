@@ -120,11 +120,11 @@ fn wasm(v: &mut TransformPlugin, e: &mut TransformPlugin, batches: &[Batch], cod
         let t = Instant::now();
         let input = wire::encode(&b.data)?;
         *codec += t.elapsed();
-        let r = v.process(&input).map_err(|e| e.to_string())?;
+        let (r, _stateless) = v.process(&input).map_err(|e| e.to_string())?;
         let t = Instant::now();
         let mid = wire::encode(&wire::decode(r.output)?.0)?;
         *codec += t.elapsed();
-        let r = e.process(&mid).map_err(|e| e.to_string())?;
+        let (r, _stateless) = e.process(&mid).map_err(|e| e.to_string())?;
         let t = Instant::now();
         let (_, n) = wire::decode(r.output)?;
         *codec += t.elapsed();

@@ -30,7 +30,7 @@ def sluice_bin() -> Path:
 
 @pytest.fixture(scope="session")
 def plugins_dir() -> Path:
-    missing = [n for n in ("validate", "enrich", "validate_json", "enrich_json", "faulty")
+    missing = [n for n in ("validate", "enrich", "validate_json", "enrich_json", "faulty", "dedupe", "sandbox_probe")
                if not (PLUGINS / f"{n}.wasm").is_file()]
     if missing:
         pytest.fail(f"plugins missing in {PLUGINS}: {missing}; run tests/scripts/build.sh")

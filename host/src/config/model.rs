@@ -209,9 +209,10 @@ pub struct GrantsSpec {
     /// Host directories mounted read-only, as `{ host = "...", guest = "/data" }`.
     #[serde(default)]
     pub dirs: Vec<DirGrant>,
-    /// Outbound network (TCP/UDP and name lookup).
+    /// Network access: `true` (anything), or an allow-list of `HOST:PORT`
+    /// patterns for outbound TCP/UDP (see `plugin::net`). Default: none.
     #[serde(default)]
-    pub network: bool,
+    pub network: crate::plugin::net::NetworkGrant,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -35,6 +35,8 @@ pub enum StartError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -126,9 +128,11 @@ pub async fn run(p: &Pipeline, plan: Plan, shutdown: watch::Receiver<bool>) -> R
     expected.insert(DLQ.into());
 
     let mut threads = Vec::new();
-    for (name, sp) in plan.stages {
+    for (name, mut sp) in plan.stages {
         let key = format!("stages.{name}");
+        // Restore, then init again: `init` must see the state it left before the restart.
         restore(&sp.state, state_of(&key).as_ref());
+        sp.plugin.reinit()?;
         let node = StageNode {
             node: key.clone(),
             plugin: sp.plugin,

@@ -82,7 +82,8 @@ impl StageNode {
                 if converted.is_empty() {
                     return Ok(());
                 }
-                let raw = if refused.is_empty() { batch } else { converted.clone() };
+                // Without the refused records, `raw` still lines up with `converted`.
+                let raw = if refused.is_empty() { batch } else { without(&batch, refused.iter().map(|r| r.index)) };
                 (converted, raw)
             }
             Err(e) => {
@@ -137,12 +138,14 @@ impl StageNode {
         Ok(())
     }
 
-    /// One plugin call, with the output checked against the contract.
+    /// One plugin call, with the output checked against the contract. Its
+    /// state writes are committed only when it succeeded and kept the
+    /// contract, so a failed attempt leaves no trace in the stage's state.
     fn call(&mut self, batch: &Batch) -> Result<Checked, PluginError> {
         let (plugin, stage) = (self.plugin.name().to_string(), self.node.clone());
         let contract = |message: String| PluginError::Contract { plugin: plugin.clone(), stage: stage.clone(), message };
         let input = wire::encode(&batch.data).map_err(contract)?;
-        let out = self.plugin.process(&input)?;
+        let (out, writes) = self.plugin.process(&input)?;
         let n = batch.len();
         let (data, count) = wire::decode(out.output).map_err(contract)?;
         if count != out.origin.len() {
@@ -152,6 +155,7 @@ impl StageNode {
         if let Some(r) = out.rejected.iter().find(|r| r.index as usize >= n) {
             return Err(contract(format!("rejected index {} is out of range (batch of {n})", r.index)));
         }
+        writes.commit(&self.state);
         Ok(Checked { data, meta, rejected: out.rejected })
     }
 
@@ -174,6 +178,27 @@ impl StageNode {
     }
 }
 
+/// The records of `batch` except those at `skip` (increasing indexes), in
+/// the format they arrived in.
+fn without(batch: &Batch, skip: impl IntoIterator<Item = usize>) -> Batch {
+    let skip: std::collections::BTreeSet<usize> = skip.into_iter().collect();
+    let keep: Vec<usize> = (0..batch.len()).filter(|i| !skip.contains(i)).collect();
+    let data = match &batch.data {
+        BatchData::Json(j) => {
+            let mut out = crate::batch::JsonRecords::with_capacity(keep.len(), j.buf.len());
+            for &i in &keep {
+                out.push(j.get(i));
+            }
+            BatchData::Json(out)
+        }
+        BatchData::Arrow(b) => {
+            let idx = arrow::array::UInt32Array::from_iter_values(keep.iter().map(|&i| i as u32));
+            BatchData::Arrow(arrow::compute::take_record_batch(b, &idx).expect("indexes within the batch"))
+        }
+    };
+    Batch { origin: batch.origin.clone(), meta: keep.iter().map(|&i| batch.meta[i].clone()).collect(), data }
+}
+
 struct Checked {
     data: BatchData,
     meta: Vec<RecordMeta>,
@@ -191,10 +216,12 @@ pub fn snapshot(state: &StateMap) -> Option<serde_json::Value> {
     ))
 }
 
-/// Inverse of `snapshot`.
+/// Inverse of `snapshot`: the state becomes exactly the checkpoint's (empty
+/// without one), whatever `init` wrote while the plan was checked.
 pub fn restore(state: &StateMap, v: Option<&serde_json::Value>) {
-    let Some(serde_json::Value::Array(pairs)) = v else { return };
     let mut m = state.lock().expect("state lock");
+    m.clear();
+    let Some(serde_json::Value::Array(pairs)) = v else { return };
     for p in pairs {
         if let (Some(k), Some(v)) = (p.get(0).and_then(|k| k.as_str()), p.get(1).and_then(|v| v.as_str())) {
             if let (Ok(k), Ok(v)) = (hex::decode(k), hex::decode(v)) {
@@ -204,3 +231,145 @@ pub fn restore(state: &StateMap, v: Option<&serde_json::Value>) {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::batch::{JsonRecords, Origin};
+    use crate::pipeline::edge::{Edge, Envelope};
+    use crate::pipeline::msg::Msg;
+
+    struct Harness {
+        node: StageNode,
+        out: mpsc::Receiver<Envelope>,
+        dlq: mpsc::Receiver<Envelope>,
+    }
+
+    /// A stage around a real stand-in plugin, its outputs read back directly.
+    fn harness(file: &str, config: Value, state: StateMap) -> Harness {
+        let plugin = crate::plugin::testing::plugin(file, "s", config, state.clone()).expect("stand-in plugin");
+        let (out_tx, out) = mpsc::channel(1024);
+        let (dlq_tx, dlq) = mpsc::channel(1024);
+        let (_, rx) = mpsc::channel(1);
+        let node = StageNode {
+            node: "stages.s".into(),
+            plugin,
+            inputs: 1,
+            rx,
+            out: Outputs {
+                edges: vec![Edge { to: "sinks.out".into(), input: 0, tx: out_tx }],
+                dlq: Some(Edge { to: "dlq".into(), input: 0, tx: dlq_tx }),
+            },
+            acks: mpsc::unbounded_channel().0,
+            requests: mpsc::unbounded_channel().0,
+            stats: Arc::default(),
+            state,
+        };
+        Harness { node, out, dlq }
+    }
+
+    fn json_input(docs: &[String]) -> Batch {
+        let mut j = JsonRecords::default();
+        docs.iter().for_each(|d| j.push(d.as_bytes()));
+        Batch {
+            origin: Arc::new(Origin { source: "sources.in".into(), partition: "p".into() }),
+            meta: (0..docs.len() as u64).map(RecordMeta::line).collect(),
+            data: BatchData::Json(j),
+        }
+    }
+
+    /// Every record received on `rx`, as JSON.
+    fn received(rx: &mut mpsc::Receiver<Envelope>) -> Vec<Value> {
+        let mut out = Vec::new();
+        while let Ok(env) = rx.try_recv() {
+            if let Msg::Data(b) = env.msg {
+                out.extend((0..b.len()).map(|i| serde_json::from_slice(&b.record_json(i)).expect("json record")));
+            }
+        }
+        out
+    }
+
+    fn state_keys(state: &StateMap) -> BTreeSet<String> {
+        state.lock().unwrap().keys().map(|k| String::from_utf8_lossy(k).into_owned()).collect()
+    }
+
+    #[test]
+    fn bisection_applies_only_the_successful_calls_state() {
+        // One key seen before the batch, a duplicate inside it, and one poison
+        // record that makes the plugin trap after it wrote the batch's keys.
+        let state = StateMap::default();
+        state.lock().unwrap().insert(br#"k:"old""#.to_vec(), Vec::new());
+        let mut h = harness("dedupe.wasm", json!({"key": "id", "trap_on": "POISON"}), state.clone());
+        let mut docs: Vec<String> = (0..14).map(|i| format!(r#"{{"id":"n{i}"}}"#)).collect();
+        docs.insert(9, r#"{"id":"p","x":"POISON"}"#.into());
+        docs.push(r#"{"id":"old"}"#.into());
+        docs.push(r#"{"id":"n3"}"#.into());
+        h.node.process(json_input(&docs)).unwrap();
+
+        let out = received(&mut h.out);
+        let mut ids: Vec<&str> = out.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        ids.sort();
+        let mut want: Vec<String> = (0..14).map(|i| format!("n{i}")).collect();
+        want.sort();
+        assert_eq!(ids, want, "every new key exactly once, nothing seen before, not the poison");
+
+        let dlq = received(&mut h.dlq);
+        assert_eq!(dlq.len(), 1, "exactly the poison record is quarantined: {dlq:?}");
+        assert_eq!(dlq[0]["code"], "plugin_trap");
+        assert_eq!(dlq[0]["record"], json!({"id": "p", "x": "POISON"}));
+        assert_eq!(dlq[0]["seq"], "9");
+
+        let keys = state_keys(&state);
+        assert!(!keys.contains(r#"k:"p""#), "the poison's key is in the state: {keys:?}");
+        for i in 0..14 {
+            assert!(keys.contains(&format!(r#"k:"n{i}""#)), "n{i} missing from {keys:?}");
+        }
+        // The failed calls counted once for the batch; the instance was rebuilt after each trap.
+        assert_eq!(h.node.stats.failed_batches.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_batch_after_a_failed_one_sees_no_trace_of_it() {
+        let state = StateMap::default();
+        let mut h = harness("dedupe.wasm", json!({"key": "id", "trap_on": "POISON"}), state.clone());
+        // A batch where every record is poison: all quarantined, no key kept.
+        h.node.process(json_input(&[r#"{"id":"a","x":"POISON"}"#.into(), r#"{"id":"b","x":"POISON"}"#.into()])).unwrap();
+        assert_eq!(received(&mut h.dlq).len(), 2);
+        assert_eq!(state_keys(&state), BTreeSet::from(["m:key".to_string()]));
+        h.node.process(json_input(&[r#"{"id":"a"}"#.into(), r#"{"id":"b"}"#.into()])).unwrap();
+        assert_eq!(received(&mut h.out), [json!({"id": "a"}), json!({"id": "b"})]);
+    }
+
+    #[test]
+    fn dead_letters_hold_records_as_they_arrived_after_a_partial_conversion() {
+        // JSON in, an Arrow plugin: two records cannot become Arrow rows, and
+        // the others' Arrow rendering differs from what arrived (`1` becomes
+        // `"1"` in a column that also holds `"abc"`). Every record ends in the
+        // DLQ (the taxi rules refuse them): each must be the original.
+        let docs: Vec<String> =
+            [r#"{"p":1}"#, r#"{"p":"abc"}"#, "not json", "[1,2]", r#"{"p":3,"q":1.50}"#].map(String::from).to_vec();
+        let mut h = harness("validate.wasm", json!({}), StateMap::default());
+        h.node.process(json_input(&docs)).unwrap();
+        assert!(received(&mut h.out).is_empty());
+        let mut dlq = received(&mut h.dlq);
+        dlq.sort_by_key(|e| e["seq"].as_str().unwrap().parse::<u32>().unwrap());
+        let records: Vec<&Value> = dlq.iter().map(|e| &e["record"]).collect();
+        let want = [json!({"p": 1}), json!({"p": "abc"}), json!("not json"), json!([1, 2]), json!({"p": 3, "q": 1.50})];
+        assert_eq!(records, want.iter().collect::<Vec<_>>(), "{dlq:#?}");
+    }
+
+    #[test]
+    fn restore_replaces_the_state() {
+        let state = StateMap::default();
+        state.lock().unwrap().insert(b"written-by-init-at-plan-time".to_vec(), Vec::new());
+        restore(&state, Some(&json!([[hex::encode("a"), hex::encode("1")]])));
+        assert_eq!(state_keys(&state), BTreeSet::from(["a".to_string()]));
+        assert_eq!(snapshot(&state), Some(json!([[hex::encode("a"), hex::encode("1")]])));
+        restore(&state, None);
+        assert_eq!(snapshot(&state), None);
+    }
+}

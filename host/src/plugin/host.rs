@@ -17,8 +17,32 @@ use super::error::PluginError;
 use crate::config::GrantsSpec;
 
 /// Keyed state of one stage, shared by its successive instances (a rebuilt or
-/// hot-swapped instance keeps it) and snapshotted into checkpoints.
+/// hot-swapped instance keeps it) and snapshotted into checkpoints. Only
+/// committed writes of successful calls are in it (see `StateWrites`).
 pub type StateMap = Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>;
+
+/// The `put-many` writes of one call, held back from the stage's state until
+/// the call is known to have succeeded: a failed call's writes must not be
+/// seen by its retry, by the bisection that follows, or by the checkpoint
+/// (a dedupe plugin would otherwise drop the records of its own retry).
+#[derive(Debug, Default)]
+#[must_use = "a call's state writes take effect only when committed"]
+pub struct StateWrites(BTreeMap<Vec<u8>, Vec<u8>>);
+
+impl StateWrites {
+    /// Apply the writes to the stage's state.
+    pub fn commit(self, state: &StateMap) {
+        if !self.0.is_empty() {
+            state.lock().expect("state lock").extend(self.0);
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 pub struct HostState {
     wasi: WasiCtx,
@@ -27,6 +51,8 @@ pub struct HostState {
     pub stage: Arc<str>,
     pub plugin: Arc<str>,
     state: StateMap,
+    /// Writes of the call in progress; reads see them before `state`.
+    writes: StateWrites,
     /// The guest's stderr (panic messages), to put in trap errors.
     pub stderr: MemoryOutputPipe,
     log_window: (Instant, u32),
@@ -49,8 +75,10 @@ impl HostState {
                 message: format!("cannot grant directory {}: {e}", d.host),
             })?;
         }
-        if grants.network {
-            b.allow_tcp(true).allow_udp(true).allow_ip_name_lookup(true).inherit_network();
+        if !grants.network.is_none() {
+            // Every socket address the plugin uses goes through the grant's check.
+            b.allow_tcp(true).allow_udp(true).allow_ip_name_lookup(grants.network.allows_lookup());
+            b.socket_addr_check(grants.network.checker());
         }
         Ok(Self {
             wasi: b.build(),
@@ -59,9 +87,16 @@ impl HostState {
             stage,
             plugin,
             state,
+            writes: StateWrites::default(),
             stderr,
             log_window: (Instant::now(), 0),
         })
+    }
+
+    /// The state writes of the call that just returned (the buffer is empty
+    /// afterwards): commit them if the call succeeded, drop them otherwise.
+    pub fn take_writes(&mut self) -> StateWrites {
+        std::mem::take(&mut self.writes)
     }
 
     /// What the guest said before it died: a Rust panic message (its
@@ -135,13 +170,10 @@ impl log::Host for HostState {
 impl state::Host for HostState {
     fn get_many(&mut self, keys: Vec<Vec<u8>>) -> Vec<Option<Vec<u8>>> {
         let m = self.state.lock().expect("state lock");
-        keys.iter().map(|k| m.get(k).cloned()).collect()
+        keys.iter().map(|k| self.writes.0.get(k).or_else(|| m.get(k)).cloned()).collect()
     }
     fn put_many(&mut self, entries: Vec<(Vec<u8>, Vec<u8>)>) {
-        let mut m = self.state.lock().expect("state lock");
-        for (k, v) in entries {
-            m.insert(k, v);
-        }
+        self.writes.0.extend(entries);
     }
 }
 
@@ -156,4 +188,28 @@ pub fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>, PluginErro
     // The aggregator world imports only `log`, already linked above.
     let _ = aggregator::Aggregator::add_to_linker::<HostState, HasSelf<HostState>>;
     Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use state::Host as _;
+
+    #[test]
+    fn a_call_reads_its_own_writes_and_the_state_waits_for_commit() {
+        let shared = StateMap::default();
+        shared.lock().unwrap().insert(b"old".to_vec(), b"1".to_vec());
+        let mut h = HostState::new("stages.s".into(), "p".into(), 1 << 20, &GrantsSpec::default(), shared.clone()).unwrap();
+        h.put_many(vec![(b"new".to_vec(), b"2".to_vec()), (b"old".to_vec(), b"3".to_vec())]);
+        assert_eq!(h.get_many(vec![b"new".to_vec(), b"old".to_vec(), b"none".to_vec()]), [Some(b"2".to_vec()), Some(b"3".to_vec()), None]);
+        assert_eq!(shared.lock().unwrap().len(), 1, "a write reached the shared state during the call");
+        // A failed call: its writes are taken and dropped.
+        drop(h.take_writes());
+        assert_eq!(h.get_many(vec![b"new".to_vec(), b"old".to_vec()]), [None, Some(b"1".to_vec())]);
+        // A successful call: committed.
+        h.put_many(vec![(b"new".to_vec(), b"4".to_vec())]);
+        h.take_writes().commit(&shared);
+        assert_eq!(shared.lock().unwrap().get(&b"new"[..]), Some(&b"4".to_vec()));
+        assert!(h.take_writes().is_empty());
+    }
 }

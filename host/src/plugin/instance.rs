@@ -14,7 +14,7 @@ use super::bindings::transformer::{Transformer, TransformerPre};
 use super::bindings::types;
 use super::engine::PluginEngine;
 use super::error::PluginError;
-use super::host::{HostState, StateMap};
+use super::host::{HostState, StateMap, StateWrites};
 use crate::config::GrantsSpec;
 
 /// Everything needed to (re)build a stage's instance.
@@ -96,17 +96,20 @@ impl TransformPlugin {
         &self.plugin
     }
 
-    /// Run one batch. On any failure the instance is discarded; the next call
-    /// gets a fresh one.
-    pub fn process(&mut self, input: &types::Batch) -> Result<types::Transformed, PluginError> {
+    /// Run one batch. On success the call's state writes come back with the
+    /// output, not yet applied: the caller commits them once it accepts the
+    /// output (`StateWrites::commit`). On any failure they are dropped, and
+    /// after a trap the instance is discarded too; the next call gets a fresh one.
+    pub fn process(&mut self, input: &types::Batch) -> Result<(types::Transformed, StateWrites), PluginError> {
         let ticks = PluginEngine::ticks(self.spec.timeout);
         let live = self.ensure_live()?;
         live.store.set_epoch_deadline(ticks);
         let result = live.bindings.sluice_plugin_transform().call_process(&mut live.store, input);
+        let writes = live.store.data_mut().take_writes();
         match result {
-            Ok(Ok(out)) => Ok(out),
+            Ok(Ok(out)) => Ok((out, writes)),
             Ok(Err(message)) => {
-                // A guest error leaves the instance sound; keep it.
+                // A guest error leaves the instance sound; keep it (its writes are dropped).
                 Err(PluginError::Guest { plugin: self.plugin.to_string(), stage: self.stage.to_string(), message })
             }
             Err(e) => {
@@ -135,6 +138,14 @@ impl TransformPlugin {
             message = format!("{message}; the plugin wrote: {panic}");
         }
         PluginError::Trap { plugin, stage, message }
+    }
+
+    /// Replace the instance with a fresh one, `init`ed against the stage's
+    /// state as it is now. The runtime calls this after restoring checkpointed
+    /// state, so `init` sees what the plugin wrote before the restart.
+    pub fn reinit(&mut self) -> Result<(), PluginError> {
+        self.live = None;
+        self.ensure_live().map(|_| ())
     }
 
     fn ensure_live(&mut self) -> Result<&mut Live, PluginError> {
@@ -172,6 +183,8 @@ impl TransformPlugin {
             stage: self.stage.to_string(),
             message,
         })?;
+        // State written by a successful `init` applies like a successful call's.
+        store.data_mut().take_writes().commit(&self.state);
         Ok(Live { store, bindings })
     }
 }

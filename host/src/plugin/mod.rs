@@ -1,10 +1,15 @@
 //! The WebAssembly side: engine and cache, the one `bindgen!` site, the host
-//! imports and sandbox, and long-lived per-stage instances.
+//! imports and sandbox (`net`: the network allow-list), and long-lived per-stage instances.
 pub mod bindings;
 pub mod engine;
 pub mod error;
 pub mod host;
 pub mod instance;
+pub mod net;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;
 pub mod wire;
 
 pub use engine::PluginEngine;

@@ -2,9 +2,9 @@
 //! triggered, then misbehaves, so the host's containment can be tested against
 //! a real component.
 //!
-//! Config: `{"mode": "ok"|"trap"|"loop"|"oom"|"error", "when": "always"|"<substring>"}`.
-//! It triggers on a batch containing a record whose bytes contain `when`
-//! (or on every batch for "always"), and then:
+//! Config: `{"mode": "ok"|"trap"|"loop"|"oom"|"error", "when": "always"|"<substring>[|<substring>...]"}`.
+//! It triggers on a batch containing a record whose bytes contain one of the
+//! `|`-separated substrings of `when` (or on every batch for "always"), and then:
 //! - `trap`: panics (a Wasm trap: `unreachable`);
 //! - `loop`: spins forever (the host's epoch deadline must stop it);
 //! - `oom`: allocates and touches memory until allocation fails (store limits must stop it);
@@ -48,8 +48,8 @@ impl Faulty {
         if self.cfg.when == "always" {
             return Ok(true);
         }
-        let needle = self.cfg.when.as_bytes();
-        Ok(input.json_records()?.any(|(_, doc)| doc.windows(needle.len()).any(|w| w == needle)))
+        let needles: Vec<&[u8]> = self.cfg.when.split('|').filter(|n| !n.is_empty()).map(str::as_bytes).collect();
+        Ok(input.json_records()?.any(|(_, doc)| needles.iter().any(|n| doc.windows(n.len()).any(|w| w == *n))))
     }
 }
 
@@ -59,7 +59,7 @@ impl Transform for Faulty {
 
     fn init(config: Config) -> Result<Self, String> {
         let cfg: FaultyConfig = config.parse()?;
-        if cfg.when.is_empty() {
+        if cfg.when.split('|').all(str::is_empty) {
             return Err("when must be \"always\" or a non-empty substring".to_owned());
         }
         Ok(Self { cfg })

@@ -1,11 +1,11 @@
 //! A minimal sluice plugin: upper-cases one string field of every record.
 //!
-//! Pipeline TOML:
+//! Pipeline TOML (the stage is named by its table, `shout` here):
 //!
 //! ```toml
-//! [[stages]]
-//! name = "shout"
-//! plugin = "target/wasm32-wasip2/release/template.wasm"
+//! [stages.shout]
+//! inputs = ["trips"]
+//! plugin = "plugins/target/wasm32-wasip2/release/template.wasm"
 //! config = { field = "storeAndFwdFlag" }
 //! ```
 
