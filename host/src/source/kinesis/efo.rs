@@ -157,8 +157,17 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
             .consumer_arn(consumer_arn)
             .shard_id(r.shard.as_ref())
             .starting_position(starting_position(&resume))
-            .send()
-            .await;
+            .send();
+        // The SDK's `send` waits for the stream's first message: a connection
+        // that goes silent before it hangs here, not in `recv`.
+        let sub = match tokio::time::timeout(r.idle_timeout, sub).await {
+            Ok(sub) => sub,
+            Err(_) => {
+                tracing::warn!(shard = %r.shard, ?resume, idle_ms = r.idle_timeout.as_millis() as u64, "SubscribeToShard got no answer; resubscribing");
+                idle_metric(r);
+                continue;
+            }
+        };
         let mut events = match sub {
             Ok(out) => out.event_stream,
             Err(e) => {
@@ -180,8 +189,7 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
             let ev = match tokio::time::timeout_at(renew_at.min(idle_at), events.recv()).await {
                 Err(_) if Instant::now() < renew_at => {
                     tracing::warn!(shard = %r.shard, ?resume, idle_ms = r.idle_timeout.as_millis() as u64, "no fan-out event for too long; resubscribing");
-                    ::metrics::counter!("sluice_kinesis_idle_subscriptions_total", "source" => r.source.to_string(), "shard" => r.shard.to_string())
-                        .increment(1);
+                    idle_metric(r);
                     break;
                 }
                 Err(_) => {
@@ -260,6 +268,10 @@ fn classify_event_error<R: super::client::MaybeStatus + std::fmt::Debug>(e: &Sdk
         }
     }
     c
+}
+
+fn idle_metric(r: &ReaderCtx) {
+    ::metrics::counter!("sluice_kinesis_idle_subscriptions_total", "source" => r.source.to_string(), "shard" => r.shard.to_string()).increment(1);
 }
 
 /// What to do after a failed subscription or event stream: wait and retry

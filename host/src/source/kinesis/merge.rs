@@ -103,7 +103,11 @@ impl Merge {
                 None
             }
             Err(e) => {
-                let hint = if e.kind == ErrorKind::NotFound { "; check `stream`, `region` and `endpoint`" } else { "" };
+                let hint = match e.kind {
+                    ErrorKind::NotFound => "; check `stream`, `region` and `endpoint`",
+                    ErrorKind::Transient => "; is the endpoint reachable?",
+                    _ => "",
+                };
                 return Err(SourceError::Remote {
                     source_name: ctx.node.clone(),
                     message: format!("describing {target}: {}{hint}", e.message),
