@@ -152,7 +152,8 @@ async fn serve(
             *faults.lock().unwrap().entry(op.clone()).or_default() += 1;
         }
         if op == "SubscribeToShard" && matches!(action, Action::Forward | Action::Stall) {
-            // An event stream: raw bytes until either side closes; this connection is done after it.
+            // An event stream: raw bytes until either side closes; this
+            // connection is done after it (the client opens a new one).
             return pipe(sock, upstream, &req, action == Action::Stall).await;
         }
         let (status, headers, body) = match action {
@@ -204,6 +205,23 @@ async fn pipe(mut sock: TcpStream, upstream: &str, req: &Request, stall: bool) -
     head.push_str(&format!("Content-Length: {}\r\n\r\n", req.body.len()));
     up.write_all(head.as_bytes()).await?;
     up.write_all(&req.body).await?;
+    // Close after the answer: an error answer (ResourceInUse while the last
+    // subscription is released) is not a stream, and the client must not
+    // send its next request on this connection, which only pipes.
+    let mut first = [0u8; 16];
+    let n = up.peek(&mut first).await?;
+    if !first[..n].starts_with(b"HTTP/1.1 200") {
+        let mut buf = Vec::new();
+        let resp = read_message(&mut up, &mut buf).await?.ok_or_else(|| std::io::Error::other("upstream closed"))?;
+        let mut out = format!("{}\r\n", resp.line);
+        for (k, v) in resp.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("content-length") && !k.eq_ignore_ascii_case("connection")) {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n", resp.body.len()));
+        sock.write_all(out.as_bytes()).await?;
+        sock.write_all(&resp.body).await?;
+        return Ok(());
+    }
     let (mut up_r, _up_w) = up.into_split();
     let (mut client_r, mut client_w) = sock.split();
     let copy = tokio::io::copy(&mut up_r, &mut client_w);
