@@ -72,6 +72,12 @@ async fn bad_settings_and_foreign_checkpoints_are_config_errors() {
     let state = serde_json::json!({"v": 1, "stream": "other", "shards": {}, "finished": []});
     let err = source_error(start_source(emu.spec("mine"), Some(state), 10)).await.to_string();
     assert!(err.contains("\"other\""), "{err}");
+    // A checkpoint of an earlier stream of the same name (deleted and re-created:
+    // its shard ids start over) is refused instead of skipping the new shards.
+    let arn = client.describe_stream_summary().stream_name("mine").send().await.unwrap().stream_description_summary().unwrap().stream_arn().to_string();
+    let state = serde_json::json!({"v": 1, "stream": "mine", "stream_arn": arn, "created_ms": 1, "shards": {}, "finished": ["shardId-000000000000"]});
+    let err = source_error(start_source(emu.spec("mine"), Some(state), 10)).await;
+    assert!(matches!(err, SourceError::Config { .. }) && err.to_string().contains("deleted and re-created"), "{err}");
     // `auto` without a usable consumer name still reads by polling; `efo` with a
     // bad name is refused before any call.
     let mut spec = emu.spec("mine");

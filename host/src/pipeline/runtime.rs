@@ -176,6 +176,7 @@ pub async fn run(p: &Pipeline, plan: Plan, shutdown: watch::Receiver<bool>) -> R
         let ctx = SourceCtx {
             node: key.clone(),
             name: name.as_str().into(),
+            pipeline: p.name.as_str().into(),
             out: outputs(&key, name),
             barriers: brx,
             acks: ack_tx.clone(),

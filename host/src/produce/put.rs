@@ -137,7 +137,7 @@ pub async fn put(client: &Client, stream: &StreamId, entries: Vec<Entry>, policy
             Err(e) => {
                 let err = classify(&e);
                 out.last_error = Some(err.message.clone());
-                if matches!(err.kind, ErrorKind::Fatal | ErrorKind::NotFound | ErrorKind::Unsupported) {
+                if matches!(err.kind, ErrorKind::Fatal | ErrorKind::NotFound | ErrorKind::Unsupported | ErrorKind::InvalidArgument) {
                     out.failed.append(&mut pending);
                     break;
                 }

@@ -27,6 +27,8 @@ pub struct SourceCtx {
     /// `sources.NAME`.
     pub node: String,
     pub name: Arc<str>,
+    /// The pipeline's name (the Kinesis source names its fan-out consumer after it).
+    pub pipeline: Arc<str>,
     pub out: crate::pipeline::edge::Outputs,
     /// Barriers to inject, from the coordinator.
     pub barriers: mpsc::UnboundedReceiver<Barrier>,
@@ -66,6 +68,7 @@ impl SourceCtx {
         let ctx = SourceCtx {
             node: format!("sources.{name}"),
             name: Arc::from(name),
+            pipeline: Arc::from("detached"),
             out: Outputs {
                 edges: vec![Edge { to: "sinks.out".into(), input: 0, tx: data_tx }],
                 dlq: Some(Edge { to: "dlq".into(), input: 0, tx: dlq_tx }),

@@ -60,6 +60,11 @@ pub enum ErrorKind {
     InUse,
     /// The endpoint does not implement the operation (emulators without EFO).
     Unsupported,
+    /// InvalidArgumentException. On a read from a sequence number this is what
+    /// the service answers when that number is older than the trim horizon
+    /// (GetShardIterator / SubscribeToShard with AFTER/AT_SEQUENCE_NUMBER):
+    /// the reader falls back to TRIM_HORIZON. Anywhere else it is fatal.
+    InvalidArgument,
     /// Anything else (access denied, invalid argument): retrying will not help.
     Fatal,
 }
@@ -125,6 +130,7 @@ pub fn kind_of(code: Option<&str>, status: Option<u16>) -> ErrorKind {
         "ExpiredIteratorException" => ErrorKind::ExpiredIterator,
         "ResourceNotFoundException" => ErrorKind::NotFound,
         "ResourceInUseException" => ErrorKind::InUse,
+        "InvalidArgumentException" => ErrorKind::InvalidArgument,
         "UnknownOperationException" | "UnknownOperation" | "InvalidAction" | "NotImplemented" | "NotImplementedException" => {
             ErrorKind::Unsupported
         }
@@ -209,6 +215,7 @@ mod tests {
         assert_eq!(kind_of(Some("Whatever"), Some(500)), ErrorKind::Transient);
         assert_eq!(kind_of(Some("AccessDeniedException"), Some(400)), ErrorKind::Fatal);
         assert_eq!(kind_of(None, Some(429)), ErrorKind::Throttled);
+        assert_eq!(kind_of(Some("InvalidArgumentException"), Some(400)), ErrorKind::InvalidArgument);
     }
 
     #[test]

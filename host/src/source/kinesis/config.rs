@@ -65,13 +65,26 @@ pub struct KinesisSourceSpec {
     pub timestamp: Option<String>,
     #[serde(default)]
     pub mode: ReadMode,
-    /// EFO consumer name; default `sluice-<source name>`.
+    /// EFO consumer name; default `sluice-<pipeline name>-<source name>`.
     pub consumer_name: Option<String>,
     /// A SubscribeToShard subscription lasts 5 minutes; each shard renews its
     /// own this long after subscribing, from the last continuation sequence
     /// number (1s..=5m).
     #[serde(default = "default_fan_out_renew_after")]
     pub fan_out_renew_after: Dur,
+    /// An open subscription gets an event every few seconds (an empty one when
+    /// nothing is new). Nothing for this long means a half-open connection:
+    /// resubscribe from the last continuation (1s..=5m).
+    #[serde(default = "default_fan_out_idle_timeout")]
+    pub fan_out_idle_timeout: Dur,
+    /// Drop KPL sub-records whose hash key (explicit, or MD5 of the partition
+    /// key) lies outside the shard's hash-key range, as the KCL does. Only
+    /// right when every aggregating producer re-sends misrouted sub-records
+    /// (the KPL does; aws-kinesis-agg and other aggregators do not, and
+    /// filtering would lose their records). Off: nothing is dropped, and the
+    /// KPL's re-sends around a reshard arrive twice.
+    #[serde(default)]
+    pub kpl_hash_range_filter: bool,
     /// Records per GetRecords call (1..=10000).
     #[serde(default = "default_poll_limit")]
     pub poll_limit: u32,
@@ -109,6 +122,9 @@ fn default_read_bytes_per_sec() -> crate::config::units::ByteSize {
 fn default_fan_out_renew_after() -> Dur {
     Dur(Duration::from_secs(290))
 }
+fn default_fan_out_idle_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
 fn default_discovery() -> Dur {
     Dur(Duration::from_secs(10))
 }
@@ -125,6 +141,8 @@ impl KinesisSourceSpec {
             mode: ReadMode::default(),
             consumer_name: None,
             fan_out_renew_after: default_fan_out_renew_after(),
+            fan_out_idle_timeout: default_fan_out_idle_timeout(),
+            kpl_hash_range_filter: false,
             poll_limit: default_poll_limit(),
             poll_interval: default_poll_interval(),
             read_bytes_per_sec: default_read_bytes_per_sec(),
@@ -142,6 +160,14 @@ impl KinesisSourceSpec {
         }
         if self.stream.starts_with("arn:") && self.stream_arn_parts().is_none() {
             return Err(format!("`stream` {:?} is not a Kinesis stream ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)", self.stream));
+        }
+        if let (Some(region), Some((arn_region, _))) = (&self.region, self.stream_arn_parts()) {
+            if region != arn_region {
+                return Err(format!(
+                    "`region` = {region:?} disagrees with the region of the stream ARN ({arn_region:?}): \
+                     drop `region` (the ARN's is used) or fix the ARN"
+                ));
+            }
         }
         if !(1..=10_000).contains(&self.poll_limit) {
             return Err(format!("`poll_limit` = {} is out of range (1..=10000, the GetRecords limit)", self.poll_limit));
@@ -161,6 +187,9 @@ impl KinesisSourceSpec {
         }
         if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.fan_out_renew_after.0) {
             return Err("`fan_out_renew_after` must be between 1s and 5m (a subscription lasts 5 minutes)".into());
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.fan_out_idle_timeout.0) {
+            return Err("`fan_out_idle_timeout` must be between 1s and 5m".into());
         }
         if let Some(name) = &self.consumer_name {
             let ok = !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
@@ -250,5 +279,10 @@ mod tests {
         assert!(parse("stream = \"t\"\nmode = \"push\"").is_err());
         assert!(parse("stream = \"t\"\nshards = 3").unwrap_err().contains("unknown field"));
         assert!(parse("stream = \"t\"\nconsumer_name = \"a b\"").unwrap_err().contains("consumer_name"));
+        let arn = "stream = \"arn:aws:kinesis:eu-west-1:123456789012:stream/taxi\"";
+        assert!(parse(&format!("{arn}\nregion = \"us-east-1\"")).unwrap_err().contains("disagrees with the region of the stream ARN"));
+        assert_eq!(parse(&format!("{arn}\nregion = \"eu-west-1\"")).unwrap().effective_region().as_deref(), Some("eu-west-1"));
+        assert!(parse("stream = \"t\"\nfan_out_idle_timeout = \"0s\"").unwrap_err().contains("fan_out_idle_timeout"));
+        assert!(!parse("stream = \"t\"").unwrap().kpl_hash_range_filter, "the default never drops a record");
     }
 }

@@ -20,8 +20,8 @@ use tokio::time::Instant;
 
 use super::client::{classify, CallError, ErrorKind, StreamId};
 use super::poll;
-use super::position::StartAt;
-use super::reader::{children, starting_position, ReaderCtx, ShardEvent};
+use super::position::{ShardPosition, StartAt};
+use super::reader::{children, starting_position, throttle_policy, ReaderCtx, ShardEvent};
 use crate::retry::RetryPolicy;
 
 /// A subscription that ends sooner than this did not time out.
@@ -99,9 +99,17 @@ pub enum Step {
     Verify,
 }
 
-/// Advances `resume` past the event's records and says what comes next.
+/// Advances `resume` past the event and says what comes next.
+///
+/// The resume point is the event's ContinuationSequenceNumber, as the KCL
+/// does (`FanOutRecordsPublisher`): the API reference says to use it for
+/// re-subscribing and checkpointing "because it captures your shard progress
+/// even when no data is written to the shard". The last record's number
+/// would stay put on a quiet shard until the retention trimmed it.
 pub fn on_event(ev: &SubscribeToShardEvent, resume: &mut StartAt) -> Step {
-    if let Some(last) = ev.records().last() {
+    if !ev.continuation_sequence_number().is_empty() {
+        *resume = StartAt::After(ev.continuation_sequence_number().to_string());
+    } else if let Some(last) = ev.records().last() {
         *resume = StartAt::After(last.sequence_number().to_string());
     }
     if !ev.child_shards().is_empty() {
@@ -118,6 +126,11 @@ pub async fn run(mut r: ReaderCtx, consumer_arn: String) {
         Ok(None) => {}
         // Finish the shard by polling from where the subscription left off.
         Ok(Some(from)) => poll::run_from(r, from).await,
+        Err(error) if error.kind == ErrorKind::NotFound => {
+            tracing::warn!(shard = %r.shard, %error, "shard not found on subscribe: it expired, or the stream is gone");
+            let shard = r.shard.clone();
+            r.report(ShardEvent::Gone { shard }).await;
+        }
         Err(error) => {
             tracing::error!(shard = %r.shard, %error, "shard subscription failed");
             let shard = r.shard.clone();
@@ -134,6 +147,9 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
     // refuses a new subscription within 5 s of the previous one.
     let mut in_use = RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(4), u32::MAX, Some(Duration::from_secs(90))).start();
     let mut transient = r.retry.start();
+    // Throttling (LimitExceeded: over 5 subscriptions per second per consumer,
+    // KMSThrottling) is retried without limit, as with polling.
+    let mut throttled = throttle_policy().start();
     loop {
         let sub = r
             .client
@@ -141,12 +157,23 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
             .consumer_arn(consumer_arn)
             .shard_id(r.shard.as_ref())
             .starting_position(starting_position(&resume))
-            .send()
-            .await;
+            .send();
+        // The SDK's `send` waits for the stream's first message: a connection
+        // that goes silent before it hangs here, not in `recv`.
+        let sub = match tokio::time::timeout(r.idle_timeout, sub).await {
+            Ok(sub) => sub,
+            Err(_) => {
+                tracing::warn!(shard = %r.shard, ?resume, idle_ms = r.idle_timeout.as_millis() as u64, "SubscribeToShard got no answer; resubscribing");
+                idle_metric(r);
+                continue;
+            }
+        };
         let mut events = match sub {
             Ok(out) => out.event_stream,
             Err(e) => {
-                backoff(r, classify(&e), &mut in_use, &mut transient).await?;
+                if !recover(r, consumer_arn, classify(&e), &mut resume, &mut in_use, &mut transient, &mut throttled).await? {
+                    return Ok(None);
+                }
                 continue;
             }
         };
@@ -156,7 +183,15 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
         // `fan_out_renew_after` is 4m50s) avoids racing the server.
         let renew_at = subscribed_at + r.renew_after;
         loop {
-            let ev = match tokio::time::timeout_at(renew_at, events.recv()).await {
+            // No event for `fan_out_idle_timeout` on an open subscription (the
+            // service sends one every few seconds): a half-open connection.
+            let idle_at = Instant::now() + r.idle_timeout;
+            let ev = match tokio::time::timeout_at(renew_at.min(idle_at), events.recv()).await {
+                Err(_) if Instant::now() < renew_at => {
+                    tracing::warn!(shard = %r.shard, ?resume, idle_ms = r.idle_timeout.as_millis() as u64, "no fan-out event for too long; resubscribing");
+                    idle_metric(r);
+                    break;
+                }
                 Err(_) => {
                     tracing::debug!(shard = %r.shard, ?resume, "renewing the subscription");
                     break;
@@ -174,7 +209,9 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
                     break;
                 }
                 Ok(Err(e)) => {
-                    backoff(r, classify_event_error(&e), &mut in_use, &mut transient).await?;
+                    if !recover(r, consumer_arn, classify_event_error(&e), &mut resume, &mut in_use, &mut transient, &mut throttled).await? {
+                        return Ok(None);
+                    }
                     break;
                 }
                 Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(ev)))) => ev,
@@ -185,11 +222,14 @@ async fn subscribe_loop(r: &mut ReaderCtx, consumer_arn: &str) -> Result<Option<
             };
             in_use.reset();
             transient.reset();
+            throttled.reset();
             let step = on_event(&ev, &mut resume);
             let pieces = r.shaper.shape(ev.records());
             let shard = r.shard.clone();
             let n = ev.records().len();
-            let chunk = ShardEvent::Chunk { shard, pieces, records: n, millis_behind: Some(ev.millis_behind_latest()) };
+            let cont = ev.continuation_sequence_number();
+            let advance = (!cont.is_empty()).then(|| ShardPosition::after(cont));
+            let chunk = ShardEvent::Chunk { shard, pieces, records: n, millis_behind: Some(ev.millis_behind_latest()), advance };
             if !r.report(chunk).await {
                 return Ok(None);
             }
@@ -230,24 +270,57 @@ fn classify_event_error<R: super::client::MaybeStatus + std::fmt::Debug>(e: &Sdk
     c
 }
 
-async fn backoff(
-    r: &ReaderCtx,
+fn idle_metric(r: &ReaderCtx) {
+    ::metrics::counter!("sluice_kinesis_idle_subscriptions_total", "source" => r.source.to_string(), "shard" => r.shard.to_string()).increment(1);
+}
+
+/// What to do after a failed subscription or event stream: wait and retry
+/// (`Ok(true)`), stop because the source stopped (`Ok(false)`), or fail.
+#[allow(clippy::too_many_arguments)]
+async fn recover(
+    r: &mut ReaderCtx,
+    consumer_arn: &str,
     err: CallError,
+    resume: &mut StartAt,
     in_use: &mut crate::retry::Backoff,
     transient: &mut crate::retry::Backoff,
-) -> Result<(), CallError> {
+    throttled: &mut crate::retry::Backoff,
+) -> Result<bool, CallError> {
     let wait = match err.kind {
         ErrorKind::InUse => in_use.next_delay().map(|d| d.max(Duration::from_secs(1))),
-        ErrorKind::Throttled | ErrorKind::Transient => transient.next_delay(),
+        ErrorKind::Throttled => throttled.next_delay(),
+        ErrorKind::Transient => transient.next_delay(),
+        // SubscribeToShard from a sequence number older than the trim horizon.
+        ErrorKind::InvalidArgument if resume.sequence().is_some() => return Ok(r.trimmed(resume, &err).await),
+        ErrorKind::NotFound => return Err(not_found(r, consumer_arn, err).await),
         _ => None,
     };
     match wait {
         Some(d) => {
             tracing::debug!(shard = %r.shard, error = %err, delay_ms = d.as_millis() as u64, "subscription failed; retrying");
             tokio::time::sleep(d).await;
-            Ok(())
+            Ok(true)
         }
         None => Err(r.context(err, "SubscribeToShard")),
+    }
+}
+
+/// SubscribeToShard's ResourceNotFound names no resource: the shard expired
+/// (its end, as the KCL treats it) or the consumer was deregistered (fatal:
+/// treating that as the end of every shard would skip them all). A
+/// GetShardIterator on the shard tells which.
+async fn not_found(r: &ReaderCtx, consumer_arn: &str, err: CallError) -> CallError {
+    match r.iterator(&StartAt::TrimHorizon).await {
+        Err(e) if e.kind == ErrorKind::NotFound => e,
+        _ => CallError {
+            kind: ErrorKind::Fatal,
+            code: err.code.clone(),
+            message: format!(
+                "SubscribeToShard on {} of stream {}: the stream consumer {consumer_arn} does not exist any more \
+                 (deregistered while reading?): {}",
+                r.shard, r.stream, err.message
+            ),
+        },
     }
 }
 
@@ -282,9 +355,10 @@ mod tests {
         let mut resume = StartAt::TrimHorizon;
         assert_eq!(on_event(&event(&["5", "7"], "7", &[]), &mut resume), Step::Continue);
         assert_eq!(resume, StartAt::After("7".into()));
-        // An empty event keeps it (its continuation may name a position we never read).
+        // An empty event moves it to its continuation: on a quiet shard the
+        // last record's number would fall behind the trim horizon.
         assert_eq!(on_event(&event(&[], "9", &[]), &mut resume), Step::Continue);
-        assert_eq!(resume, StartAt::After("7".into()));
+        assert_eq!(resume, StartAt::After("9".into()));
     }
 
     #[test]

@@ -105,6 +105,16 @@ pub fn deaggregate(data: &[u8]) -> Result<Vec<UserRecord>, KplError> {
         .collect()
 }
 
+/// The 128-bit hash key Kinesis routes a user record by: its explicit hash
+/// key (decimal), else the MD5 of its partition key read as a big-endian
+/// integer. `None` for an explicit hash key that is not a 128-bit number.
+pub fn hash_key(u: &UserRecord) -> Option<u128> {
+    match &u.explicit_hash_key {
+        Some(h) => h.parse().ok(),
+        None => Some(u128::from_be_bytes(Md5::digest(u.partition_key.as_bytes()).into())),
+    }
+}
+
 /// One Kinesis record ready for PutRecords.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackedRecord {
@@ -315,6 +325,15 @@ mod tests {
         data.extend_from_slice(&payload);
         data.extend_from_slice(&Md5::digest(&payload));
         assert_eq!(deaggregate(&data), Err(KplError::KeyIndex { sub: 0, index: 3, len: 1 }));
+    }
+
+    #[test]
+    fn hash_keys_as_kinesis_routes_them() {
+        let u = |key: &str, ehk: Option<&str>| UserRecord { sub: 0, partition_key: key.into(), explicit_hash_key: ehk.map(Into::into), data: vec![] };
+        // md5("") = d41d8cd98f00b204e9800998ecf8427e, read big-endian.
+        assert_eq!(hash_key(&u("", None)), Some(0xd41d8cd98f00b204e9800998ecf8427e));
+        assert_eq!(hash_key(&u("k", Some("12345"))), Some(12345), "an explicit hash key wins");
+        assert_eq!(hash_key(&u("k", Some("not a number"))), None);
     }
 
     #[test]

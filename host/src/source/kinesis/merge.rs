@@ -25,6 +25,7 @@ use super::position::{self, ShardPosition, SourceState, StartAt, STATE_VERSION};
 use super::reader::{ReaderCtx, ShardEvent};
 use super::records::{Piece, Shaper};
 use super::shards::{self, Lineage};
+use super::identity::{check_identity, default_consumer_name, describe};
 use super::{efo, poll};
 use crate::batch::Origin;
 use crate::pipeline::msg::{Ack, Barrier, Request};
@@ -52,6 +53,8 @@ pub struct Merge {
     rx: mpsc::Receiver<ShardEvent>,
     /// Fan-out consumer ARN; `None` reads by polling.
     consumer: Option<String>,
+    /// From DescribeStreamSummary (`None` where the endpoint lacks it).
+    stream_arn: Option<String>,
     lag: BTreeMap<String, i64>,
     caught_up: BTreeSet<String>,
     last_data: Instant,
@@ -92,6 +95,26 @@ impl Merge {
             stream,
             spec.endpoint.as_deref().unwrap_or("the AWS endpoint")
         );
+        let identity = match describe(&client, &stream, &spec.retry_policy()).await {
+            Ok(id) => Some(id),
+            // Emulators without DescribeStreamSummary: no identity to check.
+            Err(e) if e.kind == ErrorKind::Unsupported => {
+                warn!(kinesis = %target, "DescribeStreamSummary is not supported here: the stream's identity is not checked");
+                None
+            }
+            Err(e) => {
+                let hint = match e.kind {
+                    ErrorKind::NotFound => "; check `stream`, `region` and `endpoint`",
+                    ErrorKind::Transient => "; is the endpoint reachable?",
+                    _ => "",
+                };
+                return Err(SourceError::Remote {
+                    source_name: ctx.node.clone(),
+                    message: format!("describing {target}: {}{hint}", e.message),
+                    retryable: e.retryable(),
+                });
+            }
+        };
         let state = match &ctx.resume {
             Some(v) => {
                 let s = SourceState::from_json(v).map_err(config_err)?;
@@ -103,12 +126,17 @@ impl Merge {
                         stream.short_name()
                     )));
                 }
-                s
+                match &identity {
+                    Some(id) => check_identity(s, id).map_err(config_err)?,
+                    None => s,
+                }
             }
             None => SourceState {
                 v: STATE_VERSION,
                 stream: stream.short_name().to_string(),
                 since_ms: position::fresh_since(&spec),
+                stream_arn: identity.as_ref().map(|i| i.arn.clone()),
+                created_ms: identity.as_ref().and_then(|i| i.created_ms),
                 ..Default::default()
             },
         };
@@ -125,6 +153,7 @@ impl Merge {
             tx,
             rx,
             consumer: None,
+            stream_arn: identity.map(|i| i.arn),
             lag: BTreeMap::new(),
             caught_up: BTreeSet::new(),
             last_data: Instant::now(),
@@ -162,11 +191,9 @@ impl Merge {
         if self.spec.mode == ReadMode::Polling {
             return Ok(None);
         }
-        let name = self.spec.consumer_name.clone().unwrap_or_else(|| {
-            let base: String = self.ctx.name.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' }).collect();
-            format!("sluice-{base}").chars().take(128).collect()
-        });
-        match efo::ensure_consumer(&self.client, &self.stream, &name, &self.spec.retry_policy()).await {
+        let name = self.spec.consumer_name.clone().unwrap_or_else(|| default_consumer_name(&self.ctx.pipeline, &self.ctx.name));
+        let stream = self.stream_arn.clone().map_or_else(|| self.stream.clone(), StreamId::Arn);
+        match efo::ensure_consumer(&self.client, &stream, &name, &self.spec.retry_policy()).await {
             Ok(arn) => Ok(Some(arn)),
             Err(e) if self.spec.mode == ReadMode::Auto => {
                 warn!(error = %e, "enhanced fan-out is not available; falling back to polling");
@@ -213,11 +240,19 @@ impl Merge {
                 // The coordinator is gone: the pipeline is stopping.
                 Wake::Barrier(None) => Flow::Stop,
                 Wake::Barrier(Some(b)) => self.on_barrier(b).await?,
-                Wake::Event(ShardEvent::Chunk { shard, pieces, records, millis_behind }) => {
-                    self.on_chunk(&shard, pieces, records, millis_behind).await?
+                Wake::Event(ShardEvent::Chunk { shard, pieces, records, millis_behind, advance }) => {
+                    self.on_chunk(&shard, pieces, records, millis_behind, advance).await?
                 }
                 Wake::Event(ShardEvent::End { shard, children }) => {
                     self.on_end(&shard, children).await;
+                    Flow::Continue
+                }
+                Wake::Event(ShardEvent::Trimmed { shard, marker }) => {
+                    self.on_trimmed(&shard, marker).await?;
+                    Flow::Continue
+                }
+                Wake::Event(ShardEvent::Gone { shard }) => {
+                    self.on_gone(&shard).await?;
                     Flow::Continue
                 }
                 Wake::Event(ShardEvent::Failed { shard, error }) => {
@@ -251,7 +286,14 @@ impl Merge {
         Ok(if b.last { Flow::Stop } else { Flow::Continue })
     }
 
-    async fn on_chunk(&mut self, shard: &str, pieces: Vec<(Piece, ShardPosition)>, records: usize, millis_behind: Option<i64>) -> Result<Flow, SourceError> {
+    async fn on_chunk(
+        &mut self,
+        shard: &str,
+        pieces: Vec<(Piece, ShardPosition)>,
+        records: usize,
+        millis_behind: Option<i64>,
+        advance: Option<ShardPosition>,
+    ) -> Result<Flow, SourceError> {
         if let Some(ms) = millis_behind {
             self.lag.insert(shard.to_string(), ms);
             crate::admin::metrics::kinesis_lag(&self.ctx.name, shard, ms);
@@ -297,10 +339,68 @@ impl Merge {
                 }
             }
         }
+        // Every piece of the shard before this point is downstream.
+        if let Some(p) = advance {
+            let moves = self.state.shards.get(shard).is_none_or(|cur| position::cmp_seq(&p.seq, &cur.seq).is_ge());
+            if moves {
+                self.state.shards.insert(shard.to_string(), p);
+            }
+        }
         Ok(Flow::Continue)
     }
 
+    /// The reader went on from TRIM_HORIZON: the marker goes to the DLQ and
+    /// the shard's position is dropped, so a restart starts where the reader
+    /// now reads (the oldest record kept) instead of failing on the old one again.
+    async fn on_trimmed(&mut self, shard: &str, marker: Piece) -> Result<(), SourceError> {
+        if self.exhausted {
+            return Ok(());
+        }
+        if let Piece::Dead(entries) = marker {
+            let origin = Arc::new(Origin { source: self.ctx.name.clone(), partition: shard.into() });
+            self.ctx.out.dead_letters(&origin, entries).await.map_err(|_| self.closed())?;
+        }
+        self.state.shards.remove(shard);
+        Ok(())
+    }
+
+    /// ResourceNotFound on a read. Finished only when the listing agrees that
+    /// the shard is gone (expired); the stream itself gone is an error; a shard
+    /// still listed is read again from its position at the next discovery.
+    async fn on_gone(&mut self, shard: &str) -> Result<(), SourceError> {
+        if let Some(r) = self.running.remove(shard) {
+            r.task.abort();
+        }
+        if self.exhausted {
+            return Ok(());
+        }
+        match shards::list(&self.client, &self.stream).await {
+            Ok(listing) if !listing.is_empty() && !listing.iter().any(|s| s.id == shard) => {
+                warn!(shard, "shard expired (past the stream's retention) before it was read to its end: it is done");
+                ::metrics::counter!("sluice_kinesis_expired_shards_total", "source" => self.ctx.name.to_string(), "shard" => shard.to_string())
+                    .increment(1);
+                self.lineage.update(listing);
+                // Its children may start now: a parent missing from the listing never blocks them.
+                self.state.shards.remove(shard);
+                self.state.finished.remove(shard);
+                self.caught_up.remove(shard);
+                self.lag.remove(shard);
+                self.schedule();
+            }
+            Ok(_) => warn!(shard, "shard not found on read but still listed; reading it again at the next discovery"),
+            Err(e) if e.kind == ErrorKind::NotFound => return Err(self.remote(e, "listing shards")),
+            Err(e) => warn!(shard, error = %e, "shard not found on read and the listing failed; retrying at the next discovery"),
+        }
+        Ok(())
+    }
+
     async fn on_end(&mut self, shard: &str, children: Vec<(String, Vec<String>)>) {
+        if self.exhausted {
+            // Chunks are no longer emitted once the source reported itself
+            // exhausted, so this shard's last records may not be downstream:
+            // it is not finished, and a restart reads on from its position.
+            return;
+        }
         if let Some(r) = self.running.remove(shard) {
             r.task.abort(); // it returns by itself; this only makes sure
         }
@@ -328,6 +428,10 @@ impl Merge {
                 // Finished shards past retention are no longer needed to order their children.
                 let lineage = &self.lineage;
                 self.state.finished.retain(|id| lineage.contains(id));
+                // Positions of shards that expired before they finished: no reader
+                // will ever use them (a running one reports `Gone` by itself).
+                let running = &self.running;
+                self.state.shards.retain(|id, _| lineage.contains(id) || running.contains_key(id));
                 for (id, r) in &self.running {
                     if self.lineage.is_closed(id) && !r.closed.swap(true, Ordering::Relaxed) {
                         debug!(shard = %id, "shard is closed");
@@ -361,7 +465,9 @@ impl Merge {
             _ => None,
         };
         let origin = Arc::new(Origin { source: self.ctx.name.clone(), partition: id.as_str().into() });
-        let shaper = Shaper::new(origin, self.ctx.node.clone(), self.ctx.batch.max_records, self.ctx.batch.max_bytes.0 as usize, skip);
+        let range = if self.spec.kpl_hash_range_filter { self.lineage.get(&id).and_then(|s| s.hash_range) } else { None };
+        let shaper = Shaper::new(origin, self.ctx.node.clone(), self.ctx.batch.max_records, self.ctx.batch.max_bytes.0 as usize, skip)
+            .with_hash_range(range);
         let closed = Arc::new(AtomicBool::new(self.lineage.is_closed(&id)));
         let r = ReaderCtx {
             source: self.ctx.name.clone(),
@@ -376,6 +482,7 @@ impl Merge {
             read_bytes_per_sec: self.spec.read_bytes_per_sec.0,
             retry: self.spec.retry_policy(),
             renew_after: self.spec.fan_out_renew_after.0,
+            idle_timeout: self.spec.fan_out_idle_timeout.0,
             closed: closed.clone(),
         };
         let mode = if self.consumer.is_some() { "fan-out" } else { "polling" };
@@ -407,5 +514,114 @@ impl Merge {
         let max = self.lag.values().copied().max().unwrap_or(0);
         let behind: Vec<_> = self.lag.iter().filter(|(_, &ms)| ms > 0).map(|(s, ms)| format!("{s}={ms}ms")).collect();
         info!(target: "sluice::kinesis::lag", max_millis_behind_latest = max, shards = self.running.len(), behind = %behind.join(","), "kinesis lag");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::units::{ByteSize, Dur};
+    use aws_sdk_kinesis::types::Record;
+    use aws_smithy_types::Blob;
+
+    /// A merge task with no reader running and an endpoint nothing listens on
+    /// (the paths tested here make no call), plus the receiving ends.
+    async fn merge() -> (Merge, crate::source::Detached) {
+        let batch = crate::config::BatchSpec { max_records: 100, max_bytes: ByteSize(1 << 20), max_wait: Dur(Duration::from_millis(250)), channel_capacity: 8 };
+        let mut d = crate::source::SourceCtx::detached("k", batch, None);
+        let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
+        // The Detached keeps the receiving ends; the merge takes the context.
+        let ctx = std::mem::replace(&mut d.ctx, crate::source::SourceCtx::detached("unused", batch, None).ctx);
+        let client = client::build(Some("us-east-1".into()), Some("http://127.0.0.1:9")).await.unwrap();
+        let m = Merge {
+            spec: KinesisSourceSpec::new("s"),
+            ctx,
+            client,
+            stream: StreamId::parse("s"),
+            target: "stream s".into(),
+            state: SourceState { v: STATE_VERSION, stream: "s".into(), ..Default::default() },
+            lineage: Lineage::default(),
+            running: BTreeMap::new(),
+            tx,
+            rx,
+            consumer: None,
+            stream_arn: None,
+            lag: BTreeMap::new(),
+            caught_up: BTreeSet::new(),
+            last_data: Instant::now(),
+            exhausted: false,
+        };
+        (m, d)
+    }
+
+    fn chunk(shard: &str, seqs: &[&str]) -> Vec<(Piece, ShardPosition)> {
+        let origin = Arc::new(Origin { source: "k".into(), partition: shard.into() });
+        let records: Vec<Record> =
+            seqs.iter().map(|s| Record::builder().sequence_number(*s).partition_key("p").data(Blob::new("{}")).build().unwrap()).collect();
+        Shaper::new(origin, "sources.k".into(), 100, 1 << 20, None).shape(&records)
+    }
+
+    fn received(d: &mut crate::source::Detached) -> usize {
+        let mut n = 0;
+        while let Ok(env) = d.data.try_recv() {
+            if let crate::pipeline::msg::Msg::Data(b) = env.msg {
+                n += b.len();
+            }
+        }
+        n
+    }
+
+    /// Issue 8, item 3. A reader reports its shard's last chunk and then End;
+    /// both can still be queued when the source reports itself exhausted
+    /// (`stop_when_idle`), after which chunks are no longer emitted. The End
+    /// must not mark the shard finished: a checkpoint would then record a
+    /// finished shard whose last records never went downstream.
+    #[tokio::test]
+    async fn end_after_exhaustion_does_not_finish_a_shard_whose_last_chunk_was_held_back() {
+        let (mut m, mut d) = merge().await;
+        m.state.shards.insert("s0".into(), ShardPosition::after("5"));
+        m.exhausted = true;
+        let children = vec![("s1".to_string(), vec!["s0".to_string()])];
+        m.on_chunk("s0", chunk("s0", &["7", "8"]), 2, Some(0), None).await.unwrap();
+        m.on_end("s0", children.clone()).await;
+        assert_eq!(received(&mut d), 0, "nothing is emitted after exhaustion");
+        assert!(!m.state.finished.contains("s0"), "held-back records would be lost: {:?}", m.state);
+        assert_eq!(m.state.shards["s0"], ShardPosition::after("5"), "a restart reads on from the last emitted record");
+
+        // Not exhausted: the same events emit the records and finish the shard.
+        let (mut m, mut d) = merge().await;
+        m.on_chunk("s0", chunk("s0", &["7", "8"]), 2, Some(0), None).await.unwrap();
+        m.on_end("s0", children).await;
+        assert_eq!(received(&mut d), 2);
+        assert!(m.state.finished.contains("s0") && !m.state.shards.contains_key("s0"));
+    }
+
+    /// Issue 8, item 1: a fan-out event's ContinuationSequenceNumber moves a
+    /// quiet shard's position (an empty event), never backwards.
+    #[tokio::test]
+    async fn continuation_moves_a_quiet_shards_position() {
+        let (mut m, _d) = merge().await;
+        m.on_chunk("s0", vec![], 0, Some(0), Some(ShardPosition::after("90"))).await.unwrap();
+        assert_eq!(m.state.shards["s0"], ShardPosition::after("90"), "a shard that never had a record has a position");
+        m.on_chunk("s0", vec![], 0, Some(0), Some(ShardPosition::after("100"))).await.unwrap();
+        assert_eq!(m.state.shards["s0"].seq, "100");
+        m.on_chunk("s0", vec![], 0, Some(0), Some(ShardPosition::after("99"))).await.unwrap();
+        assert_eq!(m.state.shards["s0"].seq, "100", "never backwards");
+    }
+
+    /// Issue 8, item 1: the trim marker goes to the DLQ and the position that
+    /// the service refused is dropped (a restart must not fail on it again).
+    #[tokio::test]
+    async fn trimmed_position_is_dropped_and_reported_in_the_dlq() {
+        let (mut m, mut d) = merge().await;
+        m.state.shards.insert("s0".into(), ShardPosition::after("5"));
+        let origin = Arc::new(Origin { source: "k".into(), partition: "s0".into() });
+        let marker = Shaper::new(origin, "sources.k".into(), 10, 1 << 20, None).marker(super::super::reader::TRIMMED, "gone", "5");
+        m.on_trimmed("s0", marker).await.unwrap();
+        assert!(!m.state.shards.contains_key("s0"));
+        let env = d.dlq.try_recv().expect("a dead letter");
+        let crate::pipeline::msg::Msg::Data(b) = env.msg else { panic!("data expected") };
+        let entry: serde_json::Value = serde_json::from_slice(&b.record_json(0)).unwrap();
+        assert_eq!((entry["code"].as_str(), entry["seq"].as_str(), entry["partition"].as_str()), (Some("kinesis_trimmed"), Some("5"), Some("s0")));
     }
 }

@@ -5,10 +5,13 @@
 //! emitter: it sends batches downstream, injects barriers between them and
 //! answers each with the positions (`position`) of what it emitted before it.
 //! `shards` decides when a shard may start: after all its parents finished.
+//! `identity` ties the state to one incarnation of the stream and names the
+//! fan-out consumer.
 
 pub mod client;
 pub mod config;
 mod efo;
+mod identity;
 pub mod kpl;
 mod merge;
 mod poll;

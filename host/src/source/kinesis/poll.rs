@@ -5,7 +5,9 @@
 //! a response of B bytes, B / `read_bytes_per_sec` after the call started (the
 //! limits are about calls and bytes per second, so the call's own time counts). Throttling backs off
 //! without limit, network errors within the retry policy, and an expired
-//! iterator is replaced from the last record read.
+//! iterator is replaced from the last record read. A start past the trim
+//! horizon goes on from TRIM_HORIZON (`ReaderCtx::open_iterator`); a shard
+//! that is not found any more is reported `Gone`.
 
 use std::time::Duration;
 
@@ -26,15 +28,25 @@ pub async fn run(r: ReaderCtx) {
 
 /// Like `run` from `start` (fan-out uses it to finish a closed shard).
 pub async fn run_from(mut r: ReaderCtx, start: StartAt) {
-    if let Err(error) = read_to_end(&mut r, start).await {
-        tracing::error!(shard = %r.shard, %error, "shard reader failed");
-        let shard = r.shard.clone();
-        r.report(ShardEvent::Failed { shard, error }).await;
+    match read_to_end(&mut r, start).await {
+        Ok(()) => {}
+        // A closed shard that expired between ListShards and this read
+        // (GetShardIterator / GetRecords: ResourceNotFoundException).
+        Err(error) if error.kind == ErrorKind::NotFound => {
+            tracing::warn!(shard = %r.shard, %error, "shard not found on read: it expired, or the stream is gone");
+            let shard = r.shard.clone();
+            r.report(ShardEvent::Gone { shard }).await;
+        }
+        Err(error) => {
+            tracing::error!(shard = %r.shard, %error, "shard reader failed");
+            let shard = r.shard.clone();
+            r.report(ShardEvent::Failed { shard, error }).await;
+        }
     }
 }
 
 async fn read_to_end(r: &mut ReaderCtx, mut start: StartAt) -> Result<(), CallError> {
-    let mut iterator = r.iterator(&start).await?;
+    let mut iterator = r.open_iterator(&mut start).await?;
     let mut next_call = Instant::now();
     let mut throttled = throttle_policy().start();
     let mut transient = r.retry.start();
@@ -56,7 +68,7 @@ async fn read_to_end(r: &mut ReaderCtx, mut start: StartAt) -> Result<(), CallEr
                 match err.kind {
                     ErrorKind::ExpiredIterator => {
                         tracing::debug!(shard = %r.shard, "shard iterator expired; getting a new one");
-                        iterator = r.iterator(&start).await?;
+                        iterator = r.open_iterator(&mut start).await?;
                         next_call = Instant::now() + MIN_CALL_SPACING;
                     }
                     ErrorKind::Throttled => {
@@ -93,7 +105,7 @@ async fn read_to_end(r: &mut ReaderCtx, mut start: StartAt) -> Result<(), CallEr
         let millis_behind = out.millis_behind_latest();
         let pieces = r.shaper.shape(out.records());
         let shard = r.shard.clone();
-        if !r.report(ShardEvent::Chunk { shard, pieces, records: n, millis_behind }).await {
+        if !r.report(ShardEvent::Chunk { shard, pieces, records: n, millis_behind, advance: None }).await {
             return Ok(());
         }
         match out.next_shard_iterator() {

@@ -6,6 +6,8 @@
 //!   "v": 1,
 //!   "stream": "taxi-trips",
 //!   "since_ms": 1700000000000,
+//!   "stream_arn": "arn:aws:kinesis:us-east-1:123456789012:stream/taxi-trips",
+//!   "created_ms": 1690000000000,
 //!   "shards": { "shardId-000000000001": { "seq": "4959...", "sub": 3, "whole": false } },
 //!   "finished": ["shardId-000000000000"]
 //! }
@@ -15,7 +17,11 @@
 //!   of that Kinesis record was emitted (`whole`);
 //! - `finished`: shards read to SHARD_END with every record emitted — never
 //!   read again, and their children may start;
-//! - `since_ms`: where a shard without a position starts (see `initial`).
+//! - `since_ms`: where a shard without a position starts (see `initial`);
+//! - `stream_arn`, `created_ms`: which incarnation of the stream the positions
+//!   belong to. A stream deleted and re-created under the same name numbers
+//!   its shards from `shardId-000000000000` again, so finished ids of the old
+//!   one would match new shards, which would then never be read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -47,6 +53,11 @@ pub struct SourceState {
     pub stream: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_arn: Option<String>,
+    /// StreamCreationTimestamp, milliseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<i64>,
     #[serde(default)]
     pub shards: BTreeMap<String, ShardPosition>,
     #[serde(default)]
@@ -78,6 +89,14 @@ pub enum StartAt {
 }
 
 impl StartAt {
+    /// The sequence number of a sequence-number start.
+    pub fn sequence(&self) -> Option<&str> {
+        match self {
+            StartAt::After(seq) | StartAt::At { seq, .. } => Some(seq),
+            _ => None,
+        }
+    }
+
     pub fn resume(p: &ShardPosition) -> Self {
         if p.whole {
             StartAt::After(p.seq.clone())
@@ -99,14 +118,25 @@ pub fn now_ms() -> i64 {
 /// the source first started (`since_ms`, kept in the state): a shard that had
 /// emitted nothing by a checkpoint resumes from that time after a restart,
 /// instead of from a new "latest" that would skip what arrived in between.
+///
+/// Never LATEST: a fresh `latest` start always pins `since_ms`, so `latest`
+/// without it means the checkpoint comes from a `trim_horizon` start and the
+/// setting changed since. A shard without a position then is a child born
+/// after that start (or one that had nothing yet): its first records were
+/// written before its parents finished, and LATEST would skip them. It starts
+/// at its beginning; only a timestamp moves that start.
 pub fn initial(spec: &KinesisSourceSpec, since_ms: Option<i64>) -> StartAt {
-    match spec.start_position {
-        StartPosition::TrimHorizon => StartAt::TrimHorizon,
-        StartPosition::AtTimestamp => StartAt::AtTimestamp(spec.start_timestamp().ok().flatten().unwrap_or(0)),
-        StartPosition::Latest => match since_ms {
-            Some(t) => StartAt::AtTimestamp(t),
-            None => StartAt::Latest,
-        },
+    match (spec.start_position, since_ms) {
+        (StartPosition::AtTimestamp, _) => StartAt::AtTimestamp(spec.start_timestamp().ok().flatten().unwrap_or(0)),
+        (StartPosition::Latest, Some(t)) => StartAt::AtTimestamp(t),
+        (StartPosition::Latest, None) | (StartPosition::TrimHorizon, _) => StartAt::TrimHorizon,
+    }
+}
+
+impl ShardPosition {
+    /// After sequence number `seq`, every sub-record of it emitted.
+    pub fn after(seq: &str) -> Self {
+        ShardPosition { seq: seq.to_string(), sub: 0, whole: true }
     }
 }
 
@@ -128,6 +158,7 @@ mod tests {
     #[test]
     fn state_round_trip_and_shape() {
         let mut s = SourceState { v: 1, stream: "t".into(), since_ms: None, ..Default::default() };
+        assert!(SourceState::from_json(&serde_json::json!({"v":1,"stream":"t"})).unwrap().stream_arn.is_none(), "older states load");
         s.shards.insert("shardId-1".into(), ShardPosition { seq: "495".into(), sub: 2, whole: false });
         s.finished.insert("shardId-0".into());
         let j = s.to_json();
@@ -159,7 +190,9 @@ mod tests {
     #[test]
     fn initial_positions() {
         let mut spec = KinesisSourceSpec::new("s");
-        assert_eq!(initial(&spec, None), StartAt::Latest);
+        // `latest` without a pinned time: a checkpoint of a `trim_horizon` start
+        // read with `latest` now. Its children start at their beginning.
+        assert_eq!(initial(&spec, None), StartAt::TrimHorizon);
         assert_eq!(initial(&spec, Some(5)), StartAt::AtTimestamp(5));
         assert!(fresh_since(&spec).is_some());
         spec.start_position = StartPosition::TrimHorizon;

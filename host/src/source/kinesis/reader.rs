@@ -13,6 +13,9 @@ use tokio::sync::mpsc;
 use super::client::{classify, CallError, ErrorKind, StreamId};
 use super::position::{ShardPosition, StartAt};
 use super::records::{Piece, Shaper};
+
+/// DLQ code of the marker left when a position was past the trim horizon.
+pub const TRIMMED: &str = "kinesis_trimmed";
 use crate::retry::RetryPolicy;
 
 /// A reader's report. Per shard, events arrive in the order they were sent,
@@ -25,9 +28,20 @@ pub enum ShardEvent {
         /// Kinesis records in the response (0 = nothing new).
         records: usize,
         millis_behind: Option<i64>,
+        /// Where the shard stands after the pieces, when the service says so
+        /// without a record (fan-out ContinuationSequenceNumber): a quiet
+        /// shard's position keeps moving, so it never falls behind the trim horizon.
+        advance: Option<ShardPosition>,
     },
     /// SHARD_END: every record of the shard was sent before this.
     End { shard: Arc<str>, children: Vec<(String, Vec<String>)> },
+    /// The shard's position was older than the trim horizon (records between it
+    /// and the horizon expired unread, if there were any): the reader went on
+    /// from TRIM_HORIZON. `marker` is the dead letter that says so.
+    Trimmed { shard: Arc<str>, marker: Piece },
+    /// ResourceNotFound on a read: the shard expired between the listing and
+    /// the read. The merge task checks the listing before finishing it.
+    Gone { shard: Arc<str> },
     /// The reader gave up (retries exhausted or a fatal error).
     Failed { shard: Arc<str>, error: CallError },
 }
@@ -49,6 +63,8 @@ pub struct ReaderCtx {
     pub retry: RetryPolicy,
     /// Fan-out: when to renew a subscription (before the server's 5 minutes).
     pub renew_after: Duration,
+    /// Fan-out: resubscribe when no event came for this long (half-open connection).
+    pub idle_timeout: Duration,
     /// Set by the merge task when discovery sees the shard closed (fan-out
     /// uses it: emulators never end a closed shard's subscription).
     pub closed: Arc<AtomicBool>,
@@ -108,6 +124,44 @@ impl ReaderCtx {
                 }
             }
         }
+    }
+
+    /// `iterator`, except that a sequence-number start the service refuses
+    /// as past the trim horizon (InvalidArgumentException) is reported and
+    /// replaced with TRIM_HORIZON instead of failing: every restart from that
+    /// position would fail the same way (a crash loop).
+    pub async fn open_iterator(&mut self, start: &mut StartAt) -> Result<String, CallError> {
+        match self.iterator(start).await {
+            Err(e) if e.kind == ErrorKind::InvalidArgument && start.sequence().is_some() => {
+                if !self.trimmed(start, &e).await {
+                    return Err(e); // the source stopped; the error is not reported
+                }
+                self.iterator(start).await
+            }
+            r => r,
+        }
+    }
+
+    /// Reports a position past the trim horizon, loudly, and moves `start` to
+    /// TRIM_HORIZON. False when the merge task is gone.
+    pub async fn trimmed(&mut self, start: &mut StartAt, err: &CallError) -> bool {
+        let seq = start.sequence().unwrap_or_default().to_string();
+        tracing::error!(
+            source = %self.source, shard = %self.shard, seq, error = %err,
+            "the shard's position is older than the stream's retention (trim horizon): reading on from TRIM_HORIZON; \
+             records between that position and the horizon, if there were any, expired unread"
+        );
+        ::metrics::counter!("sluice_kinesis_trimmed_positions_total", "source" => self.source.to_string(), "shard" => self.shard.to_string())
+            .increment(1);
+        let message = format!(
+            "position {seq} of shard {} is past the trim horizon of stream {}: reading resumed at TRIM_HORIZON; \
+             records older than the retention period are gone ({})",
+            self.shard, self.stream, err.message
+        );
+        let marker = self.shaper.marker(TRIMMED, &message, &seq);
+        *start = StartAt::TrimHorizon;
+        let shard = self.shard.clone();
+        self.report(ShardEvent::Trimmed { shard, marker }).await
     }
 
     /// Names the shard and operation in an error that ends the reader.

@@ -32,6 +32,9 @@ pub struct Shaper {
     /// Resuming inside an aggregate: sub-records of this sequence number up
     /// to this sub were emitted before the checkpoint.
     skip: Option<(String, u32)>,
+    /// `kpl_hash_range_filter`: the shard's hash-key range; sub-records whose
+    /// hash key lies outside it are dropped (see `kpl::hash_key`).
+    hash_range: Option<(u128, u128)>,
 }
 
 /// Batch being filled.
@@ -49,7 +52,26 @@ impl Open {
 
 impl Shaper {
     pub fn new(origin: Arc<Origin>, node: String, max_records: usize, max_bytes: usize, skip: Option<(String, u32)>) -> Self {
-        Self { origin, node, max_records: max_records.max(1), max_bytes: max_bytes.max(1), skip }
+        Self { origin, node, max_records: max_records.max(1), max_bytes: max_bytes.max(1), skip, hash_range: None }
+    }
+
+    /// Drops KPL sub-records outside `range` (inclusive), as the KCL's
+    /// `AggregatorUtil.deaggregate(records, startingHashKey, endingHashKey)`:
+    /// the KPL re-sends a sub-record that a stale shard map put in the wrong
+    /// shard (its `Retrier::succeed_if_correct_shard`), so the copy in the
+    /// wrong shard is a duplicate. Wrong for aggregators that do not re-send.
+    pub fn with_hash_range(mut self, range: Option<(u128, u128)>) -> Self {
+        self.hash_range = range;
+        self
+    }
+
+    /// A dead letter that is not a record: a note about the shard (`code`,
+    /// `message`) at sequence number `seq`.
+    pub fn marker(&self, code: &str, message: &str, seq: &str) -> Piece {
+        let meta = RecordMeta { seq: seq.into(), sub: 0, key: None, arrival_ms: None };
+        let note = serde_json::json!({ "shard": &*self.origin.partition, "position": seq, "note": code });
+        let entry = crate::sink::dlq::entry(&self.node, code, message, &self.origin, &meta, note.to_string().as_bytes());
+        Piece::Dead(vec![(meta, entry)])
     }
 
     pub fn origin(&self) -> &Arc<Origin> {
@@ -78,8 +100,19 @@ impl Shaper {
                 continue;
             }
             match kpl::deaggregate(data) {
-                Ok(subs) => {
-                    let last = subs.len().saturating_sub(1) as u32;
+                Ok(mut subs) => {
+                    if let Some((lo, hi)) = self.hash_range {
+                        let before = subs.len();
+                        subs.retain(|u| kpl::hash_key(u).is_none_or(|h| (lo..=hi).contains(&h)));
+                        if subs.len() < before {
+                            let dropped = before - subs.len();
+                            tracing::debug!(partition = %self.origin.partition, seq, dropped, "KPL sub-records outside the shard's hash-key range dropped");
+                            ::metrics::counter!("sluice_kinesis_kpl_filtered_total", "source" => self.origin.source.to_string(), "shard" => self.origin.partition.to_string())
+                                .increment(dropped as u64);
+                        }
+                    }
+                    // The position is whole after the last sub-record kept.
+                    let last = subs.last().map_or(0, |u| u.sub);
                     for u in subs {
                         if skip_through.is_some_and(|s| u.sub <= s) {
                             continue;
@@ -212,6 +245,37 @@ mod tests {
         let got = flat(&shaper(100, Some(("11".into(), 1))).shape(&records));
         let subs: Vec<_> = got.iter().map(|g| (g.0.as_str(), g.1)).collect();
         assert_eq!(subs, vec![("11", 2), ("12", 0)]);
+    }
+
+    /// Issue 8, item 2. An aggregate that straddles a split: its sub-records'
+    /// hash keys fall on both sides of the shard's range. Unfiltered (the
+    /// default) every sub-record is kept — right for aggregators that never
+    /// re-send (aws-kinesis-agg), and the KPL's re-sends arrive twice.
+    /// Filtered, only those in range are kept — right for the KPL, which
+    /// re-sends the others to their shard (`Retrier::succeed_if_correct_shard`).
+    #[test]
+    fn hash_range_filter_keeps_only_sub_records_of_the_shard() {
+        let keys: Vec<String> = (0..20).map(|i| format!("key-{i}")).collect();
+        let items: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_str(), "{}")).collect();
+        let lower = (0u128, u128::MAX / 2);
+        let hash = |k: &str| kpl::hash_key(&kpl::UserRecord { sub: 0, partition_key: k.into(), explicit_hash_key: None, data: vec![] }).unwrap();
+        let inside: Vec<&str> = keys.iter().map(String::as_str).filter(|k| hash(k) <= lower.1).collect();
+        assert!(!inside.is_empty() && inside.len() < keys.len(), "the aggregate straddles the split");
+        let records = vec![rec("11", "key-0", &aggregate(&items)), rec("12", "y", b"{}")];
+
+        let all = flat(&shaper(100, None).shape(&records));
+        assert_eq!(all.len(), keys.len() + 1, "unfiltered: every sub-record");
+
+        let pieces = shaper(100, None).with_hash_range(Some(lower)).shape(&records);
+        let got = flat(&pieces);
+        let kept: Vec<&str> = got.iter().filter(|g| g.0 == "11").map(|g| g.2.as_deref().unwrap()).collect();
+        assert_eq!(kept, inside, "filtered: the sub-records whose MD5 hash key is in range, in order");
+        assert_eq!(got.last().unwrap().0, "12", "plain records are never filtered");
+
+        // The aggregate's position is whole after its last kept sub-record.
+        let mut small = shaper(1, None).with_hash_range(Some(lower));
+        let ends: Vec<ShardPosition> = small.shape(&records[..1]).into_iter().map(|(_, e)| e).collect();
+        assert!(ends.last().unwrap().whole, "{ends:?}");
     }
 
     #[test]

@@ -19,13 +19,17 @@ pub struct ShardInfo {
     /// ListShards reports an ending sequence number: the shard takes no new
     /// records. (Its value is not trustworthy on emulators; only its presence is used.)
     pub closed: bool,
+    /// Inclusive hash-key range (for `kpl_hash_range_filter`); unknown for a
+    /// child learnt from ChildShards until a listing shows it.
+    pub hash_range: Option<(u128, u128)>,
 }
 
 impl ShardInfo {
     pub fn from_sdk(s: &aws_sdk_kinesis::types::Shard) -> Self {
         let parents = s.parent_shard_id().into_iter().chain(s.adjacent_parent_shard_id()).map(str::to_string).collect();
         let closed = s.sequence_number_range().and_then(|r| r.ending_sequence_number()).is_some();
-        ShardInfo { id: s.shard_id().to_string(), parents, closed }
+        let hash_range = s.hash_key_range().and_then(|h| Some((h.starting_hash_key().parse().ok()?, h.ending_hash_key().parse().ok()?)));
+        ShardInfo { id: s.shard_id().to_string(), parents, closed, hash_range }
     }
 }
 
@@ -75,7 +79,7 @@ impl Lineage {
 
     /// A child announced by GetRecords/SubscribeToShard ChildShards.
     pub fn add_child(&mut self, id: &str, parents: &[String]) {
-        self.shards.entry(id.to_string()).or_insert_with(|| ShardInfo { id: id.to_string(), parents: parents.to_vec(), closed: false });
+        self.shards.entry(id.to_string()).or_insert_with(|| ShardInfo { id: id.to_string(), parents: parents.to_vec(), closed: false, hash_range: None });
         for p in parents {
             if let Some(s) = self.shards.get_mut(p) {
                 s.closed = true;
@@ -127,7 +131,7 @@ mod tests {
     use super::*;
 
     fn shard(id: &str, parents: &[&str], closed: bool) -> ShardInfo {
-        ShardInfo { id: id.into(), parents: parents.iter().map(|s| s.to_string()).collect(), closed }
+        ShardInfo { id: id.into(), parents: parents.iter().map(|s| s.to_string()).collect(), closed, hash_range: None }
     }
     fn set(ids: &[&str]) -> BTreeSet<String> {
         ids.iter().map(|s| s.to_string()).collect()
