@@ -198,7 +198,7 @@ mod tests {
     fn read_all(content: &str, format: InputFormat) -> Vec<Item> {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(content.as_bytes()).unwrap();
-        let (tx, mut rx) = mpsc::channel(1000);
+        let (tx, mut rx) = mpsc::channel(4096);
         let n = read_into(f.path(), format, None, Arc::default(), tx).unwrap();
         let mut out = Vec::new();
         while let Ok(i) = rx.try_recv() {
