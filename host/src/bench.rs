@@ -230,6 +230,7 @@ path = "{out}/dlq.ndjson"
 [sources.trips]
 type = "file"
 path = "${{BENCH_INPUT}}"
+infer_rows = 0
 [stages.validate]
 inputs = ["trips"]
 plugin = "{plugins}/{v}"

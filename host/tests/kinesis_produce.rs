@@ -122,7 +122,9 @@ async fn csv_rows_arrive_as_json_documents() {
     let recs = run.records();
     let good = &recs[0].doc;
     assert_eq!(good["id"], "id0000001");
-    assert_eq!(good["vendorId"], 2);
+    // vendorId holds "two" in another row: the column is text, as the file source would type it.
+    assert_eq!(good["vendorId"], "2");
+    assert_eq!(good["passengerCount"], 1);
     assert_eq!(good["pickupLatitude"], 40.767937);
     assert_eq!(good["tripDuration"], 455);
     assert_eq!(good["pickupDate"], "2016-03-14 17:24:55");

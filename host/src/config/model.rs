@@ -168,24 +168,9 @@ pub struct DlqSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SourceSpec {
-    File(FileSourceSpec),
+    File(crate::source::file::config::FileSourceSpec),
     Generator(GeneratorSourceSpec),
     Kinesis(crate::source::kinesis::config::KinesisSourceSpec),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FileFormat {
-    Csv,
-    Ndjson,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSourceSpec {
-    pub path: String,
-    /// Default: from the extension (`.csv`, else NDJSON).
-    pub format: Option<FileFormat>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

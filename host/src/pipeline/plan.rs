@@ -58,6 +58,11 @@ pub fn build(
             crate::config::SourceSpec::File(f) if !std::path::Path::new(&f.path).is_file() => {
                 errors.push(p.error_at(&["sources", name, "path"], format!("input file {} does not exist", f.path)));
             }
+            crate::config::SourceSpec::File(f) => {
+                if let Err(e) = crate::source::file::check(f) {
+                    errors.push(p.error_at(&["sources", name, "columns"], e));
+                }
+            }
             crate::config::SourceSpec::Kinesis(k) => {
                 if let Err(e) = k.validate() {
                     errors.push(p.error_at(&["sources", name], e));

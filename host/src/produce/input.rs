@@ -1,11 +1,14 @@
 //! Input rows → Kinesis records: CSV (with a header) or NDJSON, read on a
 //! blocking thread and handed over through a bounded channel.
 //!
-//! CSV rows become JSON objects with the header's field names: numeric
-//! columns become JSON numbers when they parse and stay strings when they do
-//! not (so validate can reject them), empty cells are omitted. A row with the
-//! wrong number of cells is sent as its raw text, which validate rejects as
-//! malformed. The partition key is the trip id (`line-N` when a row has none).
+//! CSV rows become JSON objects with the header's field names, typed by the
+//! same rule as the file source (`source::file::typing`): column types are
+//! inferred from the first rows, numbers become JSON numbers, empty cells
+//! are omitted. A cell that does not fit its column's type is sent as the
+//! text it is (produce has no DLQ: the consuming pipeline judges it), and so
+//! is a row with the wrong number of cells or an unterminated quote (CSV is
+//! read line by line). The partition key is the record's `id` (`line-N`
+//! when a row has none).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -13,22 +16,16 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-/// Columns of the taxi schema that are numbers.
-const NUMERIC: &[&str] = &[
-    "vendorId",
-    "passengerCount",
-    "pickupLongitude",
-    "pickupLatitude",
-    "dropoffLongitude",
-    "dropoffLatitude",
-    "gcDistance",
-    "tripDuration",
-    "googleDistance",
-    "googleDuration",
-];
+use crate::source::file::config::DEFAULT_INFER_ROWS;
+use crate::source::file::csv_types;
+use crate::source::file::lines::{CsvRecords, Next};
+use crate::source::file::typing::{self, ColumnType};
+
+/// Larger records are refused (Kinesis's limit is 1 MiB per record).
+const MAX_RECORD_BYTES: usize = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InputFormat {
@@ -94,7 +91,8 @@ pub fn read_into(
             let mut line_no = 0u64;
             loop {
                 buf.clear();
-                let n = lines.read_until(b'\n', &mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let n =
+                    lines.read_until(b'\n', &mut buf).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 if n == 0 {
                     break;
                 }
@@ -111,24 +109,37 @@ pub fn read_into(
             }
         }
         InputFormat::Csv => {
-            let mut csv = csv::ReaderBuilder::new().flexible(true).has_headers(true).from_reader(reader);
-            let headers: Vec<String> = csv
-                .byte_headers()
-                .map_err(|e| format!("cannot read the CSV header of {}: {e}", path.display()))?
-                .iter()
-                .map(|h| String::from_utf8_lossy(h).trim().to_string())
-                .collect();
-            let numeric: Vec<bool> = headers.iter().map(|h| NUMERIC.contains(&h.as_str())).collect();
-            let mut row = csv::ByteRecord::new();
-            let mut line_no = 1u64;
-            loop {
-                match csv.read_byte_record(&mut row) {
-                    Ok(false) => break,
-                    Ok(true) => {}
-                    Err(e) => return Err(format!("cannot read {} after line {line_no}: {e}", path.display())),
+            let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+            // The column types come from the first rows, read once more on their own.
+            let probe = BufReader::new(File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?);
+            let mut probe = CsvRecords::new(probe, MAX_RECORD_BYTES, false, 0);
+            let headers = match probe.next().map_err(cannot)? {
+                None => return Ok(0),
+                Some(Next { outcome: Ok(()), .. }) => {
+                    probe.fields().map(|h| String::from_utf8_lossy(h).trim().to_string()).collect::<Vec<_>>()
                 }
-                line_no = row.position().map_or(line_no + 1, |p| p.line());
-                if !emit(csv_item(&headers, &numeric, &row, line_no)) {
+                Some(Next { outcome: Err(bad), .. }) => {
+                    return Err(format!("cannot read the CSV header of {}: {}", path.display(), bad.message))
+                }
+            };
+            let types = csv_types(&headers, &[], DEFAULT_INFER_ROWS, &mut probe)?;
+            let mut records = CsvRecords::new(BufReader::with_capacity(1 << 16, reader), MAX_RECORD_BYTES, false, 0);
+            records.next().map_err(cannot)?;
+            while let Some(n) = records.next().map_err(cannot)? {
+                let item = match n.outcome {
+                    Ok(()) => csv_item(&headers, &types, &records, n.line),
+                    Err(bad) if bad.code == "too_large" => {
+                        return Err(format!(
+                            "{} line {}: {}; Kinesis takes at most 1 MiB per record",
+                            path.display(),
+                            n.line,
+                            bad.message
+                        ))
+                    }
+                    // Not a row of this file's shape: send its text for the pipeline to reject.
+                    Err(_) => raw_item(records.raw(), None, n.line),
+                };
+                if !emit(item) {
                     break;
                 }
             }
@@ -150,35 +161,33 @@ fn ndjson_item(line: &[u8], line_no: u64) -> Item {
     Item { key, data: line.to_vec() }
 }
 
-fn csv_item(headers: &[String], numeric: &[bool], row: &csv::ByteRecord, line_no: u64) -> Item {
+fn raw_item(raw: &[u8], key: Option<&[u8]>, line_no: u64) -> Item {
+    let key = key.map(|id| String::from_utf8_lossy(id).into_owned()).filter(|k| !k.is_empty());
+    Item { key: key.unwrap_or_else(|| format!("line-{line_no}")), data: raw.to_vec() }
+}
+
+fn csv_item<R: BufRead>(headers: &[String], types: &[ColumnType], row: &CsvRecords<R>, line_no: u64) -> Item {
     if row.len() != headers.len() {
-        // Not a row of this file's shape: send its text for validate to reject.
-        let raw: Vec<&[u8]> = row.iter().collect();
-        let key = row.get(0).map(|id| String::from_utf8_lossy(id).into_owned()).filter(|k| !k.is_empty());
-        return Item { key: key.unwrap_or_else(|| format!("line-{line_no}")), data: raw.join(&b","[..]) };
+        return raw_item(row.raw(), row.fields().next(), line_no);
     }
     let mut obj = Map::new();
-    for ((name, cell), &is_num) in headers.iter().zip(row.iter()).zip(numeric) {
-        if cell.is_empty() {
-            continue;
+    for ((name, cell), ty) in headers.iter().zip(row.fields()).zip(types) {
+        let text = String::from_utf8_lossy(cell);
+        let value = match typing::parse(*ty, &text) {
+            Some(c) => typing::to_value(c),
+            // Does not fit its column: as written, for the pipeline to judge.
+            None => Some(Value::String(text.clone().into_owned())),
+        };
+        if let Some(v) = value {
+            obj.insert(name.clone(), v);
         }
-        let text = String::from_utf8_lossy(cell).into_owned();
-        let value = if is_num { number(&text).unwrap_or(Value::String(text)) } else { Value::String(text) };
-        obj.insert(name.clone(), value);
     }
     let key = match obj.get("id") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
         _ => format!("line-{line_no}"),
     };
     Item { key, data: serde_json::to_vec(&Value::Object(obj)).expect("a JSON object serializes") }
-}
-
-fn number(text: &str) -> Option<Value> {
-    let t = text.trim();
-    if let Ok(i) = t.parse::<i64>() {
-        return Some(Value::Number(i.into()));
-    }
-    t.parse::<f64>().ok().and_then(Number::from_f64).map(Value::Number)
 }
 
 #[cfg(test)]
@@ -189,7 +198,7 @@ mod tests {
     fn read_all(content: &str, format: InputFormat) -> Vec<Item> {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(content.as_bytes()).unwrap();
-        let (tx, mut rx) = mpsc::channel(1000);
+        let (tx, mut rx) = mpsc::channel(4096);
         let n = read_into(f.path(), format, None, Arc::default(), tx).unwrap();
         let mut out = Vec::new();
         while let Ok(i) = rx.try_recv() {
@@ -201,30 +210,51 @@ mod tests {
 
     #[test]
     fn csv_rows_become_json_with_numbers() {
-        let csv = "id,vendorId,pickupDate,passengerCount,pickupLongitude,gcDistance,storeAndFwdFlag\n\
-                   id0000001,2,2016-03-14 17:24:55,1,-73.98,,N\n\
-                   id0000002,x,2016-03-14 17:24:55,1,-73.98,1.5,N\n\
-                   id0000003,2,2016-03-14\n";
+        let csv = "id,vendorId,pickupDate,passengerCount,pickupLongitude,gcDistance,storeAndFwdFlag,zip\n\
+                   id0000001,2,2016-03-14 17:24:55,1,-73.98,,N,02134\n\
+                   id0000002,x,2016-03-14 17:24:55,1,-73.98,1.5,N,10001\n\
+                   id0000003,2,2016-03-14\n\
+                   id0000004,\"stray,2,2016-03-14 17:24:55,1,-73.98,1.5,N,10001\n";
         let items = read_all(csv, InputFormat::Csv);
-        assert_eq!(items.len(), 3);
+        assert_eq!(items.len(), 4);
         assert_eq!(items[0].key, "id0000001");
         let v: Value = serde_json::from_slice(&items[0].data).unwrap();
-        assert_eq!(v["vendorId"], 2);
+        assert_eq!(v["passengerCount"], 1);
         assert_eq!(v["pickupLongitude"], -73.98);
         assert_eq!(v["pickupDate"], "2016-03-14 17:24:55");
         assert_eq!(v["storeAndFwdFlag"], "N");
         assert!(v.get("gcDistance").is_none(), "empty cells are omitted");
+        // Columns are typed as a whole: one non-number makes every cell text.
+        assert_eq!(v["vendorId"], "2");
+        assert_eq!(v["zip"], "02134");
         let v: Value = serde_json::from_slice(&items[1].data).unwrap();
-        assert_eq!(v["vendorId"], "x", "unparseable numbers stay strings");
+        assert_eq!(v["vendorId"], "x");
         assert_eq!(v["gcDistance"], 1.5);
-        // A short row goes out as its text.
+        assert_eq!(v["zip"], "10001");
+        // A short row, and a row with a stray quote, go out as their text (one line each).
         assert_eq!(items[2].data, b"id0000003,2,2016-03-14");
         assert!(serde_json::from_slice::<Value>(&items[2].data).is_err());
+        assert_eq!(items[3].key, "line-5");
+        assert!(items[3].data.starts_with(b"id0000004,\"stray"));
+    }
+
+    #[test]
+    fn a_cell_that_does_not_fit_its_column_is_sent_as_text() {
+        let mut csv = String::from("id,n\n");
+        for i in 0..DEFAULT_INFER_ROWS {
+            csv.push_str(&format!("r{i},{i}\n"));
+        }
+        csv.push_str("last,n/a\n");
+        let items = read_all(&csv, InputFormat::Csv);
+        let first: Value = serde_json::from_slice(&items[0].data).unwrap();
+        let last: Value = serde_json::from_slice(&items[DEFAULT_INFER_ROWS].data).unwrap();
+        assert_eq!((first["n"].clone(), last["n"].clone()), (Value::from(0), Value::from("n/a")));
     }
 
     #[test]
     fn ndjson_lines_pass_through_keyed_by_id() {
-        let items = read_all("{\"id\":\"a1\",\"n\":1}\n\n{\"id\":7}\r\nnot json\n\"just a string\"\n", InputFormat::Ndjson);
+        let items =
+            read_all("{\"id\":\"a1\",\"n\":1}\n\n{\"id\":7}\r\nnot json\n\"just a string\"\n", InputFormat::Ndjson);
         let keys: Vec<_> = items.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(keys, vec!["a1", "7", "line-4", "line-5"]);
         assert_eq!(items[0].data, b"{\"id\":\"a1\",\"n\":1}");

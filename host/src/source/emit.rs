@@ -20,7 +20,7 @@ pub async fn send(ctx: &SourceCtx, origin: &Arc<Origin>, batch: Option<Batch>, m
         let entries = malformed
             .into_iter()
             .map(|m| {
-                let doc = dlq::entry(&ctx.node, "malformed", &m.message, origin, &m.meta, &m.raw);
+                let doc = dlq::entry(&ctx.node, m.code, &m.message, origin, &m.meta, &m.raw);
                 (m.meta, doc)
             })
             .collect();

@@ -1,40 +1,132 @@
-//! Turning raw text rows (CSV lines, NDJSON lines) into a batch in the format
+//! Turning parsed rows (CSV records, NDJSON lines) into a batch in the format
 //! the downstream stages take, so a stage never pays for a conversion the
 //! source could avoid. Rows that cannot be parsed are returned for the DLQ.
 //!
-//! Values stay strings (CSV has no types; NDJSON numbers are kept as their
-//! text): judging them is the validate plugin's job, with its codes.
+//! A batcher has a fixed list of typed columns (see `file::typing`): a JSON
+//! document gets each cell as its type says (numbers as numbers, missing
+//! cells left out) and an Arrow batch gets one typed column each, the same
+//! schema for every batch. A row with a cell that does not fit its column
+//! goes to the DLQ whole. The untyped form (`RowBatcher::new`, every column a
+//! string) is for sources whose values a plugin judges from their text (the
+//! taxi generator, `infer_rows = 0`); only there NDJSON keys not seen before
+//! add columns.
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+};
+use arrow::datatypes::{Field, Schema, SchemaRef};
 
+use super::file::typing::{self, Cell, ColumnType};
 use crate::batch::{Batch, BatchData, Format, JsonRecords, Origin, RecordMeta};
 
 /// A row the source could not parse.
 pub struct Malformed {
     pub meta: RecordMeta,
+    /// The row as read (or its first bytes, for a row too large to keep).
     pub raw: Vec<u8>,
+    /// DLQ code: `malformed`, or `too_large`.
+    pub code: &'static str,
     pub message: String,
 }
 
-/// Accumulates parsed rows as string fields keyed by column name.
+impl Malformed {
+    pub fn new(meta: RecordMeta, raw: &[u8], message: impl Into<String>) -> Self {
+        Self { meta, raw: raw.to_vec(), code: "malformed", message: message.into() }
+    }
+}
+
+enum Builder {
+    Str(StringBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Bool(BooleanBuilder),
+    Ts(TimestampMillisecondBuilder),
+}
+
+impl Builder {
+    fn new(ty: ColumnType) -> Self {
+        match ty {
+            ColumnType::String => Builder::Str(StringBuilder::new()),
+            ColumnType::Int64 => Builder::Int(Int64Builder::new()),
+            ColumnType::Float64 => Builder::Float(Float64Builder::new()),
+            ColumnType::Bool => Builder::Bool(BooleanBuilder::new()),
+            ColumnType::Timestamp => Builder::Ts(TimestampMillisecondBuilder::new().with_timezone("UTC")),
+        }
+    }
+
+    /// `cell` is of this builder's type (or missing): `parse` made it so.
+    fn append(&mut self, cell: Cell<'_>) {
+        match (self, cell) {
+            (Builder::Str(b), Cell::Str(s)) => b.append_value(s),
+            (Builder::Int(b), Cell::Int(i)) => b.append_value(i),
+            (Builder::Float(b), Cell::Float(f)) => b.append_value(f),
+            (Builder::Bool(b), Cell::Bool(v)) => b.append_value(v),
+            (Builder::Ts(b), Cell::Timestamp(ms, _)) => b.append_value(ms),
+            (Builder::Str(b), _) => b.append_null(),
+            (Builder::Int(b), _) => b.append_null(),
+            (Builder::Float(b), _) => b.append_null(),
+            (Builder::Bool(b), _) => b.append_null(),
+            (Builder::Ts(b), _) => b.append_null(),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Builder::Str(b) => Arc::new(b.finish()),
+            Builder::Int(b) => Arc::new(b.finish()),
+            Builder::Float(b) => Arc::new(b.finish()),
+            Builder::Bool(b) => Arc::new(b.finish()),
+            Builder::Ts(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// Accumulates parsed rows keyed by column name.
 pub struct RowBatcher {
     format: Format,
     columns: Vec<String>,
+    types: Vec<ColumnType>,
+    /// Fixed types: NDJSON keys never add columns.
+    typed: bool,
     /// Arrow: one builder per column.
-    builders: Vec<StringBuilder>,
+    builders: Vec<Builder>,
     json: JsonRecords,
     pub meta: Vec<RecordMeta>,
     pub malformed: Vec<Malformed>,
     bytes: usize,
+    /// Reused per row.
+    doc: Vec<u8>,
 }
 
 impl RowBatcher {
+    /// Every column a string, as written.
     pub fn new(format: Format, columns: Vec<String>) -> Self {
-        let builders = columns.iter().map(|_| StringBuilder::new()).collect();
-        Self { format, columns, builders, json: JsonRecords::with_capacity(0, 0), meta: Vec::new(), malformed: Vec::new(), bytes: 0 }
+        let types = vec![ColumnType::String; columns.len()];
+        Self::build(format, columns, types, false)
+    }
+
+    /// Columns of fixed types (every batch has this schema).
+    pub fn typed(format: Format, columns: Vec<(String, ColumnType)>) -> Self {
+        let (names, types) = columns.into_iter().unzip();
+        Self::build(format, names, types, true)
+    }
+
+    fn build(format: Format, columns: Vec<String>, types: Vec<ColumnType>, typed: bool) -> Self {
+        let builders = types.iter().map(|t| Builder::new(*t)).collect();
+        Self {
+            format,
+            columns,
+            types,
+            typed,
+            builders,
+            json: JsonRecords::with_capacity(0, 0),
+            meta: Vec::new(),
+            malformed: Vec::new(),
+            bytes: 0,
+            doc: Vec::with_capacity(256),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -47,19 +139,34 @@ impl RowBatcher {
         self.bytes
     }
 
-    /// Add one CSV record (already split). Empty fields are missing values.
-    pub fn push_csv(&mut self, meta: RecordMeta, fields: &csv::ByteRecord, raw: &[u8]) {
+    /// The Arrow schema of this batcher's batches.
+    pub fn schema(&self) -> SchemaRef {
+        let fields: Vec<Field> =
+            self.columns.iter().zip(&self.types).map(|(c, t)| Field::new(c, t.arrow(), true)).collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// Add one CSV record (already split; `raw` is its text, for the DLQ).
+    /// Empty fields are missing values.
+    pub fn push_csv<'a>(&mut self, meta: RecordMeta, fields: impl ExactSizeIterator<Item = &'a [u8]>, raw: &[u8]) {
         if fields.len() != self.columns.len() {
             let message = format!("expected {} CSV fields, found {}", self.columns.len(), fields.len());
-            self.malformed.push(Malformed { meta, raw: raw.to_vec(), message });
+            self.malformed.push(Malformed::new(meta, raw, message));
             return;
         }
-        let Ok(values): Result<Vec<&str>, _> = fields.iter().map(std::str::from_utf8).collect() else {
-            self.malformed.push(Malformed { meta, raw: raw.to_vec(), message: "the row is not valid UTF-8".into() });
+        let Ok(texts): Result<Vec<&str>, _> = fields.map(std::str::from_utf8).collect() else {
+            self.malformed.push(Malformed::new(meta, raw, "the row is not valid UTF-8"));
             return;
         };
-        self.bytes += raw.len();
-        self.push_values(meta, values.iter().map(|v| (!v.is_empty()).then_some(*v)));
+        let cells: Result<Vec<Cell>, _> =
+            texts.iter().zip(&self.columns).zip(&self.types).map(|((t, c), ty)| typing::parse_in(c, *ty, t)).collect();
+        match cells {
+            Ok(cells) => {
+                self.bytes += raw.len();
+                self.push_cells(meta, &cells);
+            }
+            Err(e) => self.malformed.push(Malformed::new(meta, raw, e.to_string())),
+        }
     }
 
     /// Add CSV rows given as text, one per line; row k gets sequence
@@ -76,17 +183,19 @@ impl RowBatcher {
                 Ok(true) => {
                     raw.clear();
                     join_fields(&rec, &mut raw);
-                    self.push_csv(RecordMeta::line(seq), &rec, &raw);
+                    self.push_csv(RecordMeta::line(seq), rec.iter(), &raw);
                 }
-                Err(e) => self.malformed.push(Malformed { meta: RecordMeta::line(seq), raw: Vec::new(), message: e.to_string() }),
+                Err(e) => self.malformed.push(Malformed::new(RecordMeta::line(seq), &[], e.to_string())),
             }
             seq += 1;
         }
     }
 
-    /// Add one NDJSON line. Arrow batches get a column per known key; keys
-    /// not in the header seen so far are dropped only for Arrow output (JSON
-    /// output keeps the document as it is).
+    /// Add one NDJSON line. JSON output keeps the document as it is. Arrow
+    /// output of an untyped batcher gets a column per key seen so far (as
+    /// text); a typed batcher reads each key of its columns with the column's
+    /// type, and a key it does not have makes the line malformed (never a
+    /// silently dropped value).
     pub fn push_json(&mut self, meta: RecordMeta, line: &[u8]) {
         if self.format == Format::Json {
             match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
@@ -95,28 +204,35 @@ impl RowBatcher {
                     self.json.push(line.trim_ascii());
                     self.meta.push(meta);
                 }
-                Ok(_) => self.malformed.push(Malformed { meta, raw: line.to_vec(), message: "the line is JSON but not an object".into() }),
-                Err(e) => self.malformed.push(Malformed { meta, raw: line.to_vec(), message: format!("invalid JSON: {e}") }),
+                Ok(_) => self.malformed.push(Malformed::new(meta, line, "the line is JSON but not an object")),
+                Err(e) => self.malformed.push(Malformed::new(meta, line, format!("invalid JSON: {e}"))),
             }
             return;
         }
         let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(line) {
             Ok(o) => o,
             Err(e) => {
-                self.malformed.push(Malformed { meta, raw: line.to_vec(), message: format!("invalid JSON object: {e}") });
+                self.malformed.push(Malformed::new(meta, line, format!("invalid JSON object: {e}")));
                 return;
             }
         };
         for k in obj.keys() {
             if !self.columns.iter().any(|c| c == k) {
+                if self.typed {
+                    let message = format!(
+                        "key {k:?} is not among the columns inferred from the first lines; declare it in `columns`"
+                    );
+                    self.malformed.push(Malformed::new(meta, line, message));
+                    return;
+                }
                 // A new column: back-fill nulls for the rows before it.
-                let mut b = StringBuilder::new();
-                (0..self.meta.len()).for_each(|_| b.append_null());
+                let mut b = Builder::new(ColumnType::String);
+                (0..self.meta.len()).for_each(|_| b.append(Cell::Missing));
                 self.columns.push(k.clone());
+                self.types.push(ColumnType::String);
                 self.builders.push(b);
             }
         }
-        self.bytes += line.len();
         let texts: Vec<Option<String>> = self
             .columns
             .iter()
@@ -126,32 +242,47 @@ impl RowBatcher {
                 Some(v) => Some(v.to_string()),
             })
             .collect();
-        self.push_values(meta, texts.iter().map(|t| t.as_deref()));
+        let cells: Result<Vec<Cell>, _> = texts
+            .iter()
+            .zip(&self.columns)
+            .zip(&self.types)
+            .map(|((t, c), ty)| t.as_deref().map_or(Ok(Cell::Missing), |t| typing::parse_in(c, *ty, t)))
+            .collect();
+        match cells {
+            Ok(cells) => {
+                self.bytes += line.len();
+                self.push_cells(meta, &cells);
+            }
+            Err(e) => self.malformed.push(Malformed::new(meta, line, e.to_string())),
+        }
     }
 
-    fn push_values<'a>(&mut self, meta: RecordMeta, values: impl Iterator<Item = Option<&'a str>>) {
+    fn push_cells(&mut self, meta: RecordMeta, cells: &[Cell<'_>]) {
         match self.format {
             Format::Arrow => {
-                for (b, v) in self.builders.iter_mut().zip(values) {
-                    b.append_option(v);
+                for (b, c) in self.builders.iter_mut().zip(cells) {
+                    b.append(*c);
                 }
             }
             Format::Json => {
-                let mut doc = Vec::with_capacity(256);
+                let doc = &mut self.doc;
+                doc.clear();
                 doc.push(b'{');
                 let mut first = true;
-                for (c, v) in self.columns.iter().zip(values) {
-                    let Some(v) = v else { continue };
+                for (c, v) in self.columns.iter().zip(cells) {
+                    if matches!(v, Cell::Missing) {
+                        continue;
+                    }
                     if !first {
                         doc.push(b',');
                     }
                     first = false;
-                    serde_json::to_writer(&mut doc, c).expect("vec write");
+                    serde_json::to_writer(&mut *doc, c).expect("vec write");
                     doc.push(b':');
-                    serde_json::to_writer(&mut doc, v).expect("vec write");
+                    typing::write_json(*v, doc);
                 }
                 doc.push(b'}');
-                self.json.push(&doc);
+                self.json.push(doc);
             }
         }
         self.meta.push(meta);
@@ -167,11 +298,14 @@ impl RowBatcher {
         }
         let meta = std::mem::take(&mut self.meta);
         let data = match self.format {
-            Format::Json => BatchData::Json(std::mem::replace(&mut self.json, JsonRecords::with_capacity(meta.len(), 0))),
+            Format::Json => {
+                BatchData::Json(std::mem::replace(&mut self.json, JsonRecords::with_capacity(meta.len(), 0)))
+            }
             Format::Arrow => {
-                let fields: Vec<Field> = self.columns.iter().map(|c| Field::new(c, DataType::Utf8, true)).collect();
-                let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
-                BatchData::Arrow(RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("equal-length string columns"))
+                let arrays: Vec<ArrayRef> = self.builders.iter_mut().map(Builder::finish).collect();
+                BatchData::Arrow(
+                    RecordBatch::try_new(self.schema(), arrays).expect("one builder per column, equal lengths"),
+                )
             }
         };
         (Some(Batch { origin: origin.clone(), meta, data }), malformed)
