@@ -122,8 +122,8 @@ async fn csv_rows_arrive_as_json_documents() {
     let recs = run.records();
     let good = &recs[0].doc;
     assert_eq!(good["id"], "id0000001");
-    // vendorId holds "two" in another row: the column is text, as the file source would type it.
-    assert_eq!(good["vendorId"], "2");
+    // vendorId holds "two" in another row: each record is typed on its own.
+    assert_eq!(good["vendorId"], 2);
     assert_eq!(good["passengerCount"], 1);
     assert_eq!(good["pickupLatitude"], 40.767937);
     assert_eq!(good["tripDuration"], 455);

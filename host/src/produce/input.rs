@@ -1,13 +1,15 @@
 //! Input rows → Kinesis records: CSV (with a header) or NDJSON, read on a
 //! blocking thread and handed over through a bounded channel.
 //!
-//! CSV rows become JSON objects with the header's field names, typed by the
-//! same rule as the file source (`source::file::typing`): column types are
-//! inferred from the first rows, numbers become JSON numbers, empty cells
-//! are omitted. A cell that does not fit its column's type is sent as the
-//! text it is (produce has no DLQ: the consuming pipeline judges it), and so
-//! is a row with the wrong number of cells or an unterminated quote (CSV is
-//! read line by line). The partition key is the record's `id` (`line-N`
+//! CSV rows become JSON objects with the header's field names, each cell
+//! typed by the file source's rule (`source::file::typing::classify`):
+//! numbers become JSON numbers, booleans booleans, empty cells are omitted,
+//! everything else (ids with leading zeros included) stays text. Unlike the
+//! file source there is no column type: every record is a document of its
+//! own, and produce has no DLQ, so a stray text cell stays text in its own
+//! record only and the consuming pipeline judges it. A row with the wrong
+//! number of cells or an unterminated quote (CSV is read line by line) is
+//! sent as its raw text. The partition key is the record's `id` (`line-N`
 //! when a row has none).
 
 use std::fs::File;
@@ -19,10 +21,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
-use crate::source::file::config::DEFAULT_INFER_ROWS;
-use crate::source::file::csv_types;
 use crate::source::file::lines::{CsvRecords, Next};
-use crate::source::file::typing::{self, ColumnType};
+use crate::source::file::typing;
 
 /// Larger records are refused (Kinesis's limit is 1 MiB per record).
 const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -110,24 +110,19 @@ pub fn read_into(
         }
         InputFormat::Csv => {
             let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
-            // The column types come from the first rows, read once more on their own.
-            let probe = BufReader::new(File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?);
-            let mut probe = CsvRecords::new(probe, MAX_RECORD_BYTES, false, 0);
-            let headers = match probe.next().map_err(cannot)? {
+            let mut records = CsvRecords::new(BufReader::with_capacity(1 << 16, reader), MAX_RECORD_BYTES, false, 0);
+            let headers = match records.next().map_err(cannot)? {
                 None => return Ok(0),
                 Some(Next { outcome: Ok(()), .. }) => {
-                    probe.fields().map(|h| String::from_utf8_lossy(h).trim().to_string()).collect::<Vec<_>>()
+                    records.fields().map(|h| String::from_utf8_lossy(h).trim().to_string()).collect::<Vec<_>>()
                 }
                 Some(Next { outcome: Err(bad), .. }) => {
                     return Err(format!("cannot read the CSV header of {}: {}", path.display(), bad.message))
                 }
             };
-            let types = csv_types(&headers, &[], DEFAULT_INFER_ROWS, &mut probe)?;
-            let mut records = CsvRecords::new(BufReader::with_capacity(1 << 16, reader), MAX_RECORD_BYTES, false, 0);
-            records.next().map_err(cannot)?;
             while let Some(n) = records.next().map_err(cannot)? {
                 let item = match n.outcome {
-                    Ok(()) => csv_item(&headers, &types, &records, n.line),
+                    Ok(()) => csv_item(&headers, &records, n.line),
                     Err(bad) if bad.code == "too_large" => {
                         return Err(format!(
                             "{} line {}: {}; Kinesis takes at most 1 MiB per record",
@@ -166,17 +161,18 @@ fn raw_item(raw: &[u8], key: Option<&[u8]>, line_no: u64) -> Item {
     Item { key: key.unwrap_or_else(|| format!("line-{line_no}")), data: raw.to_vec() }
 }
 
-fn csv_item<R: BufRead>(headers: &[String], types: &[ColumnType], row: &CsvRecords<R>, line_no: u64) -> Item {
+fn csv_item<R: BufRead>(headers: &[String], row: &CsvRecords<R>, line_no: u64) -> Item {
     if row.len() != headers.len() {
         return raw_item(row.raw(), row.fields().next(), line_no);
     }
     let mut obj = Map::new();
-    for ((name, cell), ty) in headers.iter().zip(row.fields()).zip(types) {
+    for (name, cell) in headers.iter().zip(row.fields()) {
         let text = String::from_utf8_lossy(cell);
-        let value = match typing::parse(*ty, &text) {
+        // Each record is a document of its own: each cell is typed on its own
+        // (a "two" in one row must not turn every other row's 2 into text).
+        let value = match typing::classify(&text).and_then(|ty| typing::parse(ty, &text)) {
             Some(c) => typing::to_value(c),
-            // Does not fit its column: as written, for the pipeline to judge.
-            None => Some(Value::String(text.clone().into_owned())),
+            None => None,
         };
         if let Some(v) = value {
             obj.insert(name.clone(), v);
@@ -224,13 +220,14 @@ mod tests {
         assert_eq!(v["pickupDate"], "2016-03-14 17:24:55");
         assert_eq!(v["storeAndFwdFlag"], "N");
         assert!(v.get("gcDistance").is_none(), "empty cells are omitted");
-        // Columns are typed as a whole: one non-number makes every cell text.
-        assert_eq!(v["vendorId"], "2");
+        // Each cell on its own: "x" in another row does not make this 2 text.
+        assert_eq!(v["vendorId"], 2);
         assert_eq!(v["zip"], "02134");
         let v: Value = serde_json::from_slice(&items[1].data).unwrap();
         assert_eq!(v["vendorId"], "x");
         assert_eq!(v["gcDistance"], 1.5);
-        assert_eq!(v["zip"], "10001");
+        // Per cell, with no column type: 10001 reads as a number (send NDJSON to control types).
+        assert_eq!(v["zip"], 10001);
         // A short row, and a row with a stray quote, go out as their text (one line each).
         assert_eq!(items[2].data, b"id0000003,2,2016-03-14");
         assert!(serde_json::from_slice::<Value>(&items[2].data).is_err());
@@ -239,15 +236,15 @@ mod tests {
     }
 
     #[test]
-    fn a_cell_that_does_not_fit_its_column_is_sent_as_text() {
+    fn a_text_cell_among_numbers_stays_text_in_its_own_record_only() {
         let mut csv = String::from("id,n\n");
-        for i in 0..DEFAULT_INFER_ROWS {
+        for i in 0..3 {
             csv.push_str(&format!("r{i},{i}\n"));
         }
         csv.push_str("last,n/a\n");
         let items = read_all(&csv, InputFormat::Csv);
         let first: Value = serde_json::from_slice(&items[0].data).unwrap();
-        let last: Value = serde_json::from_slice(&items[DEFAULT_INFER_ROWS].data).unwrap();
+        let last: Value = serde_json::from_slice(&items[3].data).unwrap();
         assert_eq!((first["n"].clone(), last["n"].clone()), (Value::from(0), Value::from("n/a")));
     }
 
