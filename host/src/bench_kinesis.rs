@@ -280,7 +280,6 @@ async fn source_once(args: &Args, stream: &str, total: u64, poll_interval: Optio
     let batch = BatchSpec {
         max_records: GET_LIMIT as usize,
         max_bytes: ByteSize(64 << 20),
-        max_wait: Dur(Duration::from_millis(250)),
         channel_capacity: 8,
     };
     let Detached { ctx, mut data, mut dlq, barriers, acks: _acks, requests: _requests } = SourceCtx::detached("bench", batch, None);

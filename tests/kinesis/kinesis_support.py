@@ -137,7 +137,6 @@ interval = "{checkpoint_interval}"
 
 [batch]
 max_records = 2048
-max_wait = "200ms"
 
 [dlq]
 path = "{out}/dlq.ndjson"

@@ -85,14 +85,14 @@ impl Default for CheckpointSpec {
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSpec {
+    // No `max_wait`: no source holds records back to fill a batch (a file is
+    // read as fast as downstream takes it, every Kinesis read is emitted as
+    // it arrives), so there is no partial batch whose latency to bound.
     /// Records per batch handed to a plugin.
     #[serde(default = "default_max_records")]
     pub max_records: usize,
     #[serde(default = "default_max_bytes")]
     pub max_bytes: ByteSize,
-    /// A partial batch is sent after this long.
-    #[serde(default = "default_max_wait")]
-    pub max_wait: Dur,
     /// Batches in flight on each edge before the sender waits (backpressure).
     #[serde(default = "default_channel")]
     pub channel_capacity: usize,
@@ -104,9 +104,6 @@ fn default_max_records() -> usize {
 fn default_max_bytes() -> ByteSize {
     ByteSize(4 << 20)
 }
-fn default_max_wait() -> Dur {
-    Dur(Duration::from_millis(250))
-}
 fn default_channel() -> usize {
     4
 }
@@ -116,7 +113,6 @@ impl Default for BatchSpec {
         Self {
             max_records: default_max_records(),
             max_bytes: default_max_bytes(),
-            max_wait: default_max_wait(),
             channel_capacity: default_channel(),
         }
     }

@@ -206,7 +206,7 @@ pub struct Run {
 }
 
 pub fn start_source(spec: KinesisSourceSpec, resume: Option<serde_json::Value>, max_records: usize) -> Run {
-    let batch = BatchSpec { max_records, max_bytes: ByteSize(1 << 20), max_wait: Dur(Duration::from_millis(250)), channel_capacity: 8 };
+    let batch = BatchSpec { max_records, max_bytes: ByteSize(1 << 20), channel_capacity: 8 };
     let Detached { ctx, data, dlq, barriers, acks, requests } = SourceCtx::detached("trips", batch, resume);
     let handle = tokio::spawn(sluice::source::kinesis::run(spec, ctx));
     Run { barriers, acks, requests, data, dlq, handle, out: Vec::new(), dead: Vec::new() }

@@ -2,7 +2,6 @@
 //! sink downstream receives, what goes to the DLQ, and what a restart emits.
 
 use std::io::Write;
-use std::time::Duration;
 
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type};
@@ -11,7 +10,7 @@ use serde_json::{json, Value};
 use super::config::FileSourceSpec;
 use super::run;
 use crate::batch::{Batch, BatchData, Format};
-use crate::config::units::{ByteSize, Dur};
+use crate::config::units::ByteSize;
 use crate::config::BatchSpec;
 use crate::pipeline::msg::{Barrier, Msg, Request};
 use crate::source::SourceCtx;
@@ -60,7 +59,6 @@ async fn read(spec: FileSourceSpec, format: Format, resume: Option<Value>, max_r
     let batch = BatchSpec {
         max_records,
         max_bytes: ByteSize(1 << 20),
-        max_wait: Dur(Duration::from_millis(250)),
         channel_capacity: 4,
     };
     let mut d = SourceCtx::detached("flights", batch, resume);

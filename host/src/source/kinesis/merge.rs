@@ -520,14 +520,14 @@ impl Merge {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::units::{ByteSize, Dur};
+    use crate::config::units::ByteSize;
     use aws_sdk_kinesis::types::Record;
     use aws_smithy_types::Blob;
 
     /// A merge task with no reader running and an endpoint nothing listens on
     /// (the paths tested here make no call), plus the receiving ends.
     async fn merge() -> (Merge, crate::source::Detached) {
-        let batch = crate::config::BatchSpec { max_records: 100, max_bytes: ByteSize(1 << 20), max_wait: Dur(Duration::from_millis(250)), channel_capacity: 8 };
+        let batch = crate::config::BatchSpec { max_records: 100, max_bytes: ByteSize(1 << 20), channel_capacity: 8 };
         let mut d = crate::source::SourceCtx::detached("k", batch, None);
         let (tx, rx) = mpsc::channel(EVENT_CAPACITY);
         // The Detached keeps the receiving ends; the merge takes the context.
