@@ -86,6 +86,14 @@ pub fn print_summary(s: &RunSummary, p: &Pipeline) {
         }
     }
     eprintln!("  dead letters → {}", p.spec.dlq.path);
+    if s.resumed_from > 0 && read == 0 {
+        // A user iterating on a plugin reruns and wonders why nothing happened.
+        eprintln!(
+            "  nothing new to read since checkpoint epoch {}: to process everything again, run `sluice run --from-scratch {}`",
+            s.resumed_from,
+            p.file.display()
+        );
+    }
 }
 
 /// Options of `sluice run` beyond the pipeline file.

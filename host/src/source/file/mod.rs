@@ -174,6 +174,20 @@ pub(crate) fn csv_types<R: std::io::BufRead>(
             inference.observe(records.fields());
         }
     }
+    for d in inference.demotions() {
+        let name = &header[d.column];
+        if !declared.iter().any(|c| &c.name == name) {
+            // Typing a column is a guess from a sample: say when one cell swayed it.
+            tracing::warn!(
+                column = %name,
+                "column {name:?} is typed as string: {} of the sampled cells are not text, but data row {} holds {:?}; \
+                 declare it (columns = [{{ name = {name:?}, type = \"float64\" }}]) to send such rows to the DLQ instead",
+                d.typed,
+                d.row + 1,
+                d.text
+            );
+        }
+    }
     let inferred = if infer_rows > 0 { inference.finish() } else { vec![ColumnType::String; header.len()] };
     Ok(header.iter().zip(inferred).map(|(h, t)| declared.iter().find(|d| &d.name == h).map_or(t, |d| d.ty)).collect())
 }

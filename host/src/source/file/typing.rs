@@ -141,27 +141,66 @@ pub fn parse_in<'a>(column: &str, ty: ColumnType, text: &'a str) -> Result<Cell<
 #[derive(Debug, Clone)]
 pub struct Inference {
     seen: Vec<Option<ColumnType>>,
+    /// Per column: sampled cells that were not text, and the first text cell
+    /// (with its sample row) — to say why a mostly numeric column became text.
+    typed: Vec<usize>,
+    first_text: Vec<Option<(usize, String)>>,
+    rows: usize,
+}
+
+/// A column inferred as text although most of its sampled cells were not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextDemotion {
+    pub column: usize,
+    /// Sampled cells of another type (numbers, booleans, times).
+    pub typed: usize,
+    /// The first text cell and its row among the sampled rows (0-based).
+    pub row: usize,
+    pub text: String,
 }
 
 impl Inference {
     pub fn new(columns: usize) -> Self {
-        Self { seen: vec![None; columns] }
+        Self { seen: vec![None; columns], typed: vec![0; columns], first_text: vec![None; columns], rows: 0 }
     }
 
     /// One row's cells, in column order (extra cells are ignored).
     pub fn observe<'a>(&mut self, cells: impl IntoIterator<Item = &'a [u8]>) {
-        for (slot, cell) in self.seen.iter_mut().zip(cells) {
-            if *slot == Some(ColumnType::String) {
-                continue;
-            }
+        for (i, cell) in cells.into_iter().take(self.seen.len()).enumerate() {
             let ty = match std::str::from_utf8(cell) {
                 Ok(text) => classify(text),
                 Err(_) => Some(ColumnType::String),
             };
+            match ty {
+                Some(ColumnType::String) => {
+                    if self.first_text[i].is_none() {
+                        let text = String::from_utf8_lossy(&cell[..cell.len().min(64)]).into_owned();
+                        self.first_text[i] = Some((self.rows, text));
+                    }
+                }
+                Some(_) => self.typed[i] += 1,
+                None => {}
+            }
             if let Some(ty) = ty {
+                let slot = &mut self.seen[i];
                 *slot = Some(slot.map_or(ty, |s| s.join(ty)));
             }
         }
+        self.rows += 1;
+    }
+
+    /// Columns that became text because of a few text cells among many
+    /// typed ones (at least 9 in 10): usually a stray `n/a` a user would
+    /// rather see in the DLQ than turn a numeric column into strings.
+    pub fn demotions(&self) -> Vec<TextDemotion> {
+        (0..self.seen.len())
+            .filter_map(|i| {
+                let (row, text) = self.first_text[i].clone()?;
+                let typed = self.typed[i];
+                (self.seen[i] == Some(ColumnType::String) && typed >= 9 && typed * 10 >= self.rows * 9)
+                    .then_some(TextDemotion { column: i, typed, row, text })
+            })
+            .collect()
     }
 
     /// The type of each column; a column without any value is a string.
@@ -346,5 +385,18 @@ mod tests {
             out.push(b' ');
         }
         assert_eq!(std::string::String::from_utf8(out).unwrap(), r#"-3 11.0 true "a\"b" "1970-01-01T00:00:00Z" "#);
+    }
+
+    #[test]
+    fn a_stray_text_cell_in_a_numeric_column_is_reported() {
+        let mut inf = Inference::new(3);
+        for i in 0..20 {
+            let mag = if i == 7 { "n/a".to_string() } else { format!("{}.5", i) };
+            let name = format!("p{i}");
+            inf.observe([mag.as_bytes(), name.as_bytes(), b"1".as_slice()]);
+        }
+        let d = inf.demotions();
+        assert_eq!(d, vec![TextDemotion { column: 0, typed: 19, row: 7, text: "n/a".into() }]);
+        assert_eq!(inf.finish(), vec![String, String, Int64]);
     }
 }
