@@ -87,8 +87,6 @@ def test_ndjson_through_a_json_plugin_without_columns_writes_typed_parquet(sluic
         assert row["station"] == want["station"]
 
 
-@pytest.mark.xfail(strict=True, reason="CSV cells still arrive as text: needs the file source's typed numbers "
-                   "(issue 7, file source part); remove this mark when that lands")
 def test_csv_without_plugins_or_columns_writes_typed_parquet(sluice, out_dir, tmp_path):
     pipe = write_pipeline(tmp_path / "p.toml", out_dir, source=WEATHER_CSV, template=False, partition_by=["station"])
     sluice.run(pipe)
