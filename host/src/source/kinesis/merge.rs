@@ -33,6 +33,11 @@ use crate::source::{SourceCtx, SourceError};
 
 const EVENT_CAPACITY: usize = 16;
 const LAG_REPORT: Duration = Duration::from_secs(30);
+/// The longest one shard discovery may hold the emitter. Discovery runs in
+/// the one task that emits every shard's records, so a ListShards that hangs
+/// (a half-open connection waits for the SDK's attempt timeout) would stall
+/// them all; past this it is abandoned and tried again at the next interval.
+const DISCOVERY_BUDGET: Duration = Duration::from_secs(10);
 
 struct Running {
     task: JoinHandle<()>,
@@ -422,7 +427,14 @@ impl Merge {
     }
 
     async fn discover(&mut self) {
-        match shards::list(&self.client, &self.stream).await {
+        let listed = match tokio::time::timeout(DISCOVERY_BUDGET, shards::list(&self.client, &self.stream)).await {
+            Ok(r) => r,
+            Err(_) => {
+                warn!(kinesis = %self.target, budget_s = DISCOVERY_BUDGET.as_secs(), "shard discovery did not answer in time; retrying at the next interval");
+                return;
+            }
+        };
+        match listed {
             Ok(listing) if !listing.is_empty() => {
                 self.lineage.update(listing);
                 // Finished shards past retention are no longer needed to order their children.
