@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::retry::RetryPolicy;
-use crate::source::kinesis::client::{self, classify, ErrorKind, StreamId};
+use crate::source::kinesis::client::{self, ErrorKind, StreamId};
 use crate::source::kinesis::kpl::Aggregator;
 use input::{InputFormat, Item};
 use progress::{Counters, Progress};
@@ -353,23 +353,10 @@ impl Dispatcher {
 async fn check_stream(client: &aws_sdk_kinesis::Client, stream: &StreamId, endpoint: Option<&str>, policy: &RetryPolicy) -> Result<(), ProduceError> {
     let at = endpoint.unwrap_or("the AWS endpoint");
     let region = client.config().region().map(|r| r.to_string()).unwrap_or_default();
-    let res = policy
-        .retry(
-            |_| async {
-                client
-                    .describe_stream_summary()
-                    .set_stream_name(stream.name_owned())
-                    .set_stream_arn(stream.arn_owned())
-                    .send()
-                    .await
-                    .map_err(|e| classify(&e))
-            },
-            |e| e.retryable(),
-        )
-        .await;
+    let res = crate::source::kinesis::identity::describe(client, stream, policy).await;
     match res {
-        Ok(out) => {
-            let status = out.stream_description_summary().map(|s| s.stream_status().as_str().to_string()).unwrap_or_default();
+        Ok(id) => {
+            let status = id.status;
             if status != "ACTIVE" && status != "UPDATING" {
                 tracing::warn!(%stream, %status, "stream is not ACTIVE; puts may fail");
             }

@@ -15,6 +15,8 @@ use super::position::SourceState;
 pub(crate) struct Identity {
     pub arn: String,
     pub created_ms: Option<i64>,
+    /// `ACTIVE`, `UPDATING`, `CREATING`, `DELETING`.
+    pub status: String,
 }
 
 pub(crate) async fn describe(client: &Client, stream: &StreamId, retry: &crate::retry::RetryPolicy) -> Result<Identity, CallError> {
@@ -37,7 +39,11 @@ pub(crate) async fn describe(client: &Client, stream: &StreamId, retry: &crate::
         code: None,
         message: format!("DescribeStreamSummary of {stream} returned no description"),
     })?;
-    Ok(Identity { arn: d.stream_arn().to_string(), created_ms: client::epoch_ms(d.stream_creation_timestamp()) })
+    Ok(Identity {
+        arn: d.stream_arn().to_string(),
+        created_ms: client::epoch_ms(d.stream_creation_timestamp()),
+        status: d.stream_status().as_str().to_string(),
+    })
 }
 
 /// A checkpoint of another incarnation of the stream (deleted and re-created
@@ -78,13 +84,13 @@ mod tests {
 
     #[test]
     fn identity_mismatch_is_refused_and_old_states_adopt_it() {
-        let id = Identity { arn: "arn:aws:kinesis:us-east-1:1:stream/s".into(), created_ms: Some(2_000) };
+        let id = Identity { arn: "arn:aws:kinesis:us-east-1:1:stream/s".into(), created_ms: Some(2_000), status: "ACTIVE".into() };
         let old = SourceState { v: 1, stream: "s".into(), ..Default::default() };
         let s = check_identity(old, &id).unwrap();
         assert_eq!((s.stream_arn.as_deref(), s.created_ms), (Some(id.arn.as_str()), Some(2_000)));
         let recreated = Identity { created_ms: Some(3_000), ..id.clone() };
         assert!(check_identity(s.clone(), &recreated).unwrap_err().contains("deleted and re-created"));
-        let other = Identity { arn: "arn:aws:kinesis:eu-west-1:1:stream/s".into(), created_ms: Some(2_000) };
+        let other = Identity { arn: "arn:aws:kinesis:eu-west-1:1:stream/s".into(), created_ms: Some(2_000), ..id.clone() };
         assert!(check_identity(s, &other).is_err());
     }
 

@@ -11,7 +11,7 @@
 pub mod client;
 pub mod config;
 mod efo;
-mod identity;
+pub(crate) mod identity;
 pub mod kpl;
 mod merge;
 mod poll;
