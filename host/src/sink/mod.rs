@@ -44,7 +44,7 @@ pub mod parquet;
 
 use async_trait::async_trait;
 
-use crate::batch::{Batch, Format};
+use crate::batch::{Batch, Format, Rejection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -63,20 +63,13 @@ impl SinkError {
     }
 }
 
-/// A record a sink refused (it does not fit the sink's schema); it goes to the
-/// DLQ with this reason.
-#[derive(Debug, Clone)]
-pub struct Refused {
-    pub index: usize,
-    pub code: String,
-    pub message: String,
-}
-
 /// What a sink did with a batch.
 #[derive(Debug, Default)]
 pub struct Written {
     pub accepted: usize,
-    pub refused: Vec<Refused>,
+    /// Records the sink refused (they do not fit its schema), by index into
+    /// the batch it was given; they go to the DLQ with these reasons.
+    pub refused: Vec<Rejection>,
 }
 
 #[async_trait]
