@@ -126,15 +126,6 @@ impl Batch {
             BatchData::Arrow(b) => b.get_array_memory_size(),
         }
     }
-    /// Record `i` as JSON bytes (for the DLQ): the document itself, or an
-    /// Arrow row rendered as one.
-    pub fn record_json(&self, i: usize) -> Vec<u8> {
-        match &self.data {
-            BatchData::Json(j) => j.get(i).to_vec(),
-            BatchData::Arrow(rb) => crate::convert::row_json(rb, i),
-        }
-    }
-
     /// Records `offset .. offset + len` as a batch of their own.
     pub fn slice(&self, offset: usize, len: usize) -> Batch {
         let data = match &self.data {
@@ -156,5 +147,24 @@ impl Batch {
             .iter()
             .map(|&i| self.meta.get(i as usize).cloned().ok_or(i as usize))
             .collect()
+    }
+}
+
+/// Why one record of a batch was not processed: the one record-failure type.
+/// Host conversions, sinks and (through `plugin::wire`) plugins report
+/// failures as these; `dead_letter::DeadLetter::of` turns one into a dead
+/// letter with the record's provenance and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Index of the record in the batch it was rejected from.
+    pub index: usize,
+    /// Stable, machine-readable reason (`malformed`, `schema_mismatch`, ...).
+    pub code: String,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(index: usize, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { index, code: code.into(), message: message.into() }
     }
 }

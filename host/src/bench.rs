@@ -46,7 +46,7 @@ fn inputs(args: &BenchArgs) -> Inputs {
     let columns: Vec<String> = crate::gen::CSV_HEADER.split(',').map(str::to_string).collect();
     let mut out = Inputs { json: Vec::new(), arrow: Vec::new(), rows: 0 };
     for (format, into) in [(Format::Json, &mut out.json), (Format::Arrow, &mut out.arrow)] {
-        let mut b = RowBatcher::new(format, columns.clone());
+        let mut b = RowBatcher::new(format, columns.clone(), "sources.bench", &origin);
         let mut text = Vec::new();
         for start in (0..args.rows).step_by(args.batch.max(1)) {
             text.clear();
@@ -55,7 +55,7 @@ fn inputs(args: &BenchArgs) -> Inputs {
                 text.push(b'\n');
             }
             b.push_csv_text(&text, start);
-            if let (Some(batch), _) = b.take(&origin) {
+            if let (Some(batch), _) = b.take() {
                 into.push(batch);
             }
         }

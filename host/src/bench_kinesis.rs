@@ -300,7 +300,7 @@ async fn source_once(args: &Args, stream: &str, total: u64, poll_interval: Optio
                     Some(_) => {}
                     None => return (n, dead),
                 },
-                Some(env) = dlq.recv() => if let Msg::Data(b) = env.msg { dead += b.len() as u64 },
+                Some(env) = dlq.recv() => if let Msg::DeadLetters(d) = env.msg { dead += d.len() as u64 },
             }
         }
     });

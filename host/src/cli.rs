@@ -79,11 +79,7 @@ pub fn print_summary(s: &RunSummary, p: &Pipeline) {
     let read: u64 = s.nodes.iter().filter(|(k, _)| k.starts_with("sources.")).map(|(_, n)| n.records_in).sum();
     eprintln!("  {:.0} records/s read", read as f64 / secs);
     for (name, sk) in &p.spec.sinks {
-        if let crate::config::SinkSpec::Parquet(pq) = sk {
-            eprintln!("  output: {} → {}", name, pq.path);
-        } else if let crate::config::SinkSpec::File(f) = sk {
-            eprintln!("  output: {} → {}", name, f.path);
-        }
+        eprintln!("  output: {} → {}", name, sk.path());
     }
     eprintln!("  dead letters → {}", p.spec.dlq.path);
     if s.resumed_from > 0 && read == 0 {

@@ -16,7 +16,7 @@ use arrow::json::writer::LineDelimited;
 use arrow::json::{ReaderBuilder, WriterBuilder};
 
 use crate::batch::{Batch, BatchData, Format, JsonRecords};
-use crate::sink::Refused;
+use crate::batch::Rejection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
@@ -87,7 +87,7 @@ pub fn json_to_arrow(records: &JsonRecords) -> Result<RecordBatch, ConvertError>
 
 /// Like [`json_to_arrow`], but records that are not JSON objects are left
 /// out and returned (code `malformed`) instead of failing the batch.
-pub fn json_to_arrow_lenient(records: &JsonRecords) -> Result<(RecordBatch, Vec<Refused>), ConvertError> {
+pub fn json_to_arrow_lenient(records: &JsonRecords) -> Result<(RecordBatch, Vec<Rejection>), ConvertError> {
     let mut values = Vec::with_capacity(records.len());
     let mut good = Vec::with_capacity(records.buf.len() + records.len());
     let mut bad = Vec::new();
@@ -181,8 +181,8 @@ fn in_document_order(schema: Schema, order: Vec<String>) -> Schema {
     Schema::new(out)
 }
 
-fn malformed(index: usize, message: String) -> Refused {
-    Refused { index, code: "malformed".into(), message }
+fn malformed(index: usize, message: String) -> Rejection {
+    Rejection { index, code: "malformed".into(), message }
 }
 
 fn kind(v: &serde_json::Value) -> &'static str {
@@ -242,7 +242,7 @@ pub fn to_format(batch: Batch, fmt: Format) -> Result<Batch, ConvertError> {
 
 /// The batch in `fmt`, without the records that cannot be converted; those
 /// are returned (index into the input batch, code `malformed`) for the DLQ.
-pub fn to_format_lenient(batch: Batch, fmt: Format) -> Result<(Batch, Vec<Refused>), ConvertError> {
+pub fn to_format_lenient(batch: Batch, fmt: Format) -> Result<(Batch, Vec<Rejection>), ConvertError> {
     match (batch.data, fmt) {
         (data @ BatchData::Json(_), Format::Json) | (data @ BatchData::Arrow(_), Format::Arrow) => {
             Ok((Batch { data, ..batch }, Vec::new()))

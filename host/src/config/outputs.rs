@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use super::error::ConfigError;
 use super::load::Pipeline;
-use super::model::{SinkSpec, SourceSpec};
+use super::model::SourceSpec;
 
 /// What a destination is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +46,7 @@ pub fn destinations(p: &Pipeline) -> Vec<Destination> {
     let key = |parts: &[&str]| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut out = Vec::new();
     for (name, sk) in &p.spec.sinks {
-        let (raw, kind) = match sk {
-            SinkSpec::Parquet(pq) => (pq.path.clone(), Kind::Dir),
-            SinkSpec::File(f) => (f.path.clone(), Kind::File),
-        };
+        let (raw, kind) = (sk.path().to_string(), sk.destination_kind());
         out.push(Destination {
             key: key(&["sinks", name, "path"]),
             raw,

@@ -9,10 +9,13 @@ use std::collections::VecDeque;
 use super::edge::Envelope;
 use super::msg::{Barrier, Msg};
 use crate::batch::Batch;
+use crate::dead_letter::DeadLetter;
 
 #[derive(Debug)]
 pub enum Event {
     Data(Batch, usize),
+    /// Aligned like data: dead letters belong to the epoch they arrive in.
+    DeadLetters(Vec<DeadLetter>),
     /// Every input delivered this barrier.
     Barrier(Barrier),
 }
@@ -37,6 +40,7 @@ impl Aligner {
         }
         match env.msg {
             Msg::Data(b) => out.push(Event::Data(b, env.input)),
+            Msg::DeadLetters(d) => out.push(Event::DeadLetters(d)),
             Msg::Barrier(b) => {
                 self.arrived[env.input] = Some(b);
                 if self.arrived.iter().all(Option::is_some) {
@@ -73,6 +77,7 @@ mod tests {
         ev.iter()
             .map(|e| match e {
                 Event::Data(b, _) => b.origin.source.to_string(),
+                Event::DeadLetters(d) => format!("D{}", d.len()),
                 Event::Barrier(b) => format!("B{}", b.epoch),
             })
             .collect()

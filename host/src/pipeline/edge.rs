@@ -2,11 +2,10 @@
 //! `Msg`s tagged with the input slot they arrive on, so a node with several
 //! inputs can align barriers.
 
-use std::sync::Arc;
-
 use tokio::sync::mpsc;
 
-use crate::batch::{Batch, BatchData, JsonRecords, Origin, RecordMeta};
+use crate::batch::Batch;
+use crate::dead_letter::DeadLetter;
 use crate::pipeline::msg::{Barrier, Msg};
 
 /// A message on a node's input channel; `input` is the slot of the upstream
@@ -74,34 +73,18 @@ impl Outputs {
         }
         Ok(())
     }
-    /// Dead-letter entries (already-built envelopes, see `sink::dlq::Entry`).
-    pub async fn dead_letters(&self, origin: &Arc<Origin>, entries: Vec<(RecordMeta, Vec<u8>)>) -> Result<(), Closed> {
-        if let Some(batch) = dlq_batch(origin, entries) {
-            if let Some(d) = &self.dlq {
-                d.send(Msg::Data(batch)).await?;
-            }
+    /// Records given up on, to the DLQ (dropped when the node has no DLQ
+    /// edge: only the DLQ sink itself, which fails instead).
+    pub async fn dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), Closed> {
+        match &self.dlq {
+            Some(d) if !letters.is_empty() => d.send(Msg::DeadLetters(letters)).await,
+            _ => Ok(()),
         }
-        Ok(())
     }
-    pub fn blocking_dead_letters(&self, origin: &Arc<Origin>, entries: Vec<(RecordMeta, Vec<u8>)>) -> Result<(), Closed> {
-        if let Some(batch) = dlq_batch(origin, entries) {
-            if let Some(d) = &self.dlq {
-                d.blocking_send(Msg::Data(batch))?;
-            }
+    pub fn blocking_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), Closed> {
+        match &self.dlq {
+            Some(d) if !letters.is_empty() => d.blocking_send(Msg::DeadLetters(letters)),
+            _ => Ok(()),
         }
-        Ok(())
     }
-}
-
-fn dlq_batch(origin: &Arc<Origin>, entries: Vec<(RecordMeta, Vec<u8>)>) -> Option<Batch> {
-    if entries.is_empty() {
-        return None;
-    }
-    let mut json = JsonRecords::with_capacity(entries.len(), entries.iter().map(|e| e.1.len()).sum());
-    let mut meta = Vec::with_capacity(entries.len());
-    for (m, doc) in entries {
-        json.push(&doc);
-        meta.push(m);
-    }
-    Some(Batch { origin: origin.clone(), meta, data: BatchData::Json(json) })
 }

@@ -2,6 +2,7 @@
 //! checkpoint coordinator.
 
 use crate::batch::Batch;
+use crate::dead_letter::DeadLetter;
 
 /// A checkpoint barrier. Everything a node received before the barrier (on all
 /// of its inputs) belongs to epoch `epoch`; nothing after it does.
@@ -16,6 +17,8 @@ pub struct Barrier {
 #[derive(Debug)]
 pub enum Msg {
     Data(Batch),
+    /// Records given up on, on a node's edge to the DLQ sink (only there).
+    DeadLetters(Vec<DeadLetter>),
     Barrier(Barrier),
 }
 

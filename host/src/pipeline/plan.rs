@@ -38,13 +38,6 @@ pub struct Plan {
     pub conversions: Vec<Conversion>,
 }
 
-pub fn sink_takes(spec: &SinkSpec) -> Format {
-    match spec {
-        SinkSpec::Parquet(_) => Format::Arrow,
-        SinkSpec::File(_) => Format::Json,
-    }
-}
-
 pub fn build(
     p: &Pipeline,
     engine: &PluginEngine,
@@ -122,7 +115,7 @@ pub fn build(
     }
     let consumers = p.consumers();
     let takes = |node: &str| -> Option<Format> {
-        stages.get(node).map(|s: &StagePlan| s.takes).or_else(|| p.spec.sinks.get(node).map(sink_takes))
+        stages.get(node).map(|s: &StagePlan| s.takes).or_else(|| p.spec.sinks.get(node).map(SinkSpec::takes))
     };
     let mut source_formats = BTreeMap::new();
     for name in p.spec.sources.keys() {
@@ -162,13 +155,10 @@ pub fn describe(p: &Pipeline, plan: &Plan) -> String {
         );
     }
     for (name, sk) in &p.spec.sinks {
-        let path = match sk {
-            SinkSpec::Parquet(pq) => &pq.path,
-            SinkSpec::File(f) => &f.path,
-        };
+        let path = sk.path();
         s += &format!(
             "  sink    {name}: takes {} ← {} → {path}\n",
-            sink_takes(sk),
+            sk.takes(),
             sk.inputs().join(", ")
         );
     }

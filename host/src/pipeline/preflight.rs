@@ -7,31 +7,21 @@ use std::path::Path;
 
 use crate::checkpoint::{local, s3::S3Url};
 use crate::config::outputs::{self, Kind};
-use crate::config::{ConfigError, Pipeline, SinkSpec};
+use crate::config::{ConfigError, Pipeline};
+use crate::sink::SpecProblem;
 
 /// Every problem with the pipeline's outputs, state and admin endpoint.
 pub fn check(p: &Pipeline) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     for (name, sk) in &p.spec.sinks {
-        match sk {
-            SinkSpec::Parquet(pq) => {
-                // `check` is what the sink's `build` runs first (schema,
-                // partition columns); `check_path` what it refuses next.
-                if let Err(e) = pq.check() {
-                    errors.push(p.error_at(&key_named_in(p, &["sinks", name], &e), e));
-                }
-                if let Err(e) = pq.check_path() {
-                    errors.push(p.error_at(&["sinks", name, "path"], e));
-                }
-            }
-            SinkSpec::File(f) => {
-                if let Err(e) = local_file_path(&f.path, "an NDJSON file sink") {
-                    errors.push(p.error_at(&["sinks", name, "path"], e));
-                }
-            }
+        for problem in sk.check() {
+            errors.push(match problem {
+                SpecProblem::Path(e) => p.error_at(&["sinks", name, "path"], e),
+                SpecProblem::Config(e) => p.error_at(&key_named_in(p, &["sinks", name], &e), e),
+            });
         }
     }
-    if let Err(e) = local_file_path(&p.spec.dlq.path, "the DLQ") {
+    if let Err(e) = crate::sink::file::check_path(&p.spec.dlq.path, "the DLQ") {
         errors.push(p.error_at(&["dlq", "path"], e));
     }
     if !errors.is_empty() {
@@ -75,24 +65,6 @@ pub fn check(p: &Pipeline) -> Vec<ConfigError> {
         }
     }
     errors
-}
-
-/// A sink or DLQ path that names a local file.
-fn local_file_path(path: &str, what: &str) -> Result<(), String> {
-    if path.trim().is_empty() {
-        return Err("is empty; name a file".into());
-    }
-    if path.contains("://") {
-        return Err(format!(
-            "{path}: {what} writes a local file; write a path such as out/records.ndjson"
-        ));
-    }
-    if path.ends_with('/') {
-        return Err(format!(
-            "{path} ends with '/' but {what} writes a file; name the file"
-        ));
-    }
-    Ok(())
 }
 
 /// Whether `path` exists as `kind` or can be created: the nearest existing

@@ -134,7 +134,7 @@ async fn recover(p: &Pipeline) -> Result<Recovered, StartError> {
     let mut sinks: BTreeMap<String, Box<dyn Sink>> = BTreeMap::new();
     for (name, sk) in &p.spec.sinks {
         let key = format!("sinks.{name}");
-        let mut s = sink::build(name, sk)?;
+        let mut s = sk.build(name)?;
         s.recover(state_in(&checkpoint, &key).as_ref()).await?;
         sinks.insert(key, s);
     }

@@ -17,7 +17,8 @@ use super::align::{Aligner, Event};
 use super::edge::{Envelope, Outputs};
 use super::msg::{Ack, Request};
 use super::stats::NodeStats;
-use crate::batch::Batch;
+use crate::batch::{Batch, Rejection};
+use crate::dead_letter::DeadLetter;
 use crate::retry::RetryPolicy;
 use crate::sink::{dlq, Sink, SinkError};
 
@@ -66,6 +67,12 @@ impl SinkNode {
                         aligner.offer(env, &mut events);
                         for ev in events.drain(..) {
                             match ev {
+                                Event::DeadLetters(letters) => {
+                                    // Only the DLQ sink has DLQ edges coming in.
+                                    if let Some(batch) = dlq::encode(&letters) {
+                                        self.write(batch).await?;
+                                    }
+                                }
                                 Event::Data(batch, _) => {
                                     self.write(batch).await?;
                                     if !asked {
@@ -120,12 +127,12 @@ impl SinkNode {
                         refused.iter().for_each(|r| dropped[r.index] = true);
                         kept = Some((0..n).filter(|&i| !dropped[i]).collect());
                     }
-                    self.refuse(&batch, refused.into_iter().map(|r| (r.index, r.code, r.message)).collect()).await?;
+                    self.refuse(&batch, refused).await?;
                     converted = Some(c);
                 }
                 Err(e) => {
                     let msg = format!("cannot convert the batch to {takes} for this sink: {e}");
-                    let all: Vec<(usize, String, String)> = (0..n).map(|i| (i, "convert_error".to_string(), msg.clone())).collect();
+                    let all = (0..n).map(|i| Rejection::new(i, "convert_error", msg.clone())).collect();
                     return self.refuse(&batch, all).await;
                 }
             }
@@ -155,7 +162,7 @@ impl SinkNode {
                 (Some(k), true) => k[r.index],
                 (None, true) => r.index,
             };
-            refused.push((index, r.code, r.message));
+            refused.push(Rejection { index, ..r });
         }
         self.refuse(&batch, refused).await
     }
@@ -169,12 +176,11 @@ impl SinkNode {
         e
     }
 
-    async fn refuse(&mut self, batch: &Batch, refused: Vec<(usize, String, String)>) -> Result<(), SinkError> {
+    async fn refuse(&mut self, batch: &Batch, refused: Vec<Rejection>) -> Result<(), SinkError> {
         if refused.is_empty() {
             return Ok(());
         }
         self.stats.add_rejected(refused.len());
-        let entries = dlq::entries(&self.node, batch, refused.iter().map(|(i, c, m)| (*i, c.as_str(), m.as_str())));
         if self.out.dlq.is_none() {
             // The DLQ itself refusing records would lose them: fail loudly instead.
             let first = &refused[0];
@@ -182,16 +188,17 @@ impl SinkNode {
                 sink: self.node.clone(),
                 message: format!(
                     "the dead-letter queue could not take {} of its own entries (first: record {} of {}, {}: {}); they would be lost, so the run stops. Fix what makes the DLQ refuse them (its path: [dlq] path)",
-                    entries.len(),
-                    first.0,
+                    refused.len(),
+                    first.index,
                     batch.origin.source,
-                    first.1,
-                    first.2
+                    first.code,
+                    first.message
                 ),
                 retryable: false,
             });
         }
-        self.out.dead_letters(&batch.origin, entries).await.map_err(|e| SinkError::Io {
+        let letters = DeadLetter::all(&self.node, batch, refused);
+        self.out.dead_letters(letters).await.map_err(|e| SinkError::Io {
             sink: self.node.clone(),
             message: format!("cannot send refused records to the DLQ: {e} (the DLQ failed first; its error says why)"),
             retryable: false,

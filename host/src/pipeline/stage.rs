@@ -12,10 +12,10 @@ use super::align::{Aligner, Event};
 use super::edge::{Envelope, Outputs};
 use super::msg::{Ack, Request};
 use super::stats::NodeStats;
-use crate::batch::{Batch, BatchData, RecordMeta};
+use crate::batch::{Batch, BatchData, RecordMeta, Rejection};
+use crate::dead_letter::DeadLetter;
 use crate::plugin::host::StateMap;
 use crate::plugin::{wire, PluginError, TransformPlugin};
-use crate::sink::dlq;
 
 /// Extra plugin calls allowed to isolate the bad records of one failed batch
 /// (a batch of 4096 with one poison record needs about 2 × 12).
@@ -52,6 +52,12 @@ impl StageNode {
                             return;
                         }
                     }
+                    // Never sent to a stage (dead letters go to the DLQ sink only): pass them on.
+                    Event::DeadLetters(letters) => {
+                        if self.out.blocking_dead_letters(letters).is_err() {
+                            return;
+                        }
+                    }
                     Event::Barrier(b) => {
                         let state = snapshot(&self.state);
                         let _ = self.acks.send(Ack { node: self.node.clone(), epoch: b.epoch, state });
@@ -76,14 +82,15 @@ impl StageNode {
         let (batch, raw) = match crate::convert::to_format_lenient(batch.clone(), takes) {
             Ok((converted, refused)) => {
                 // Records the conversion cannot represent go to the DLQ; the rest go on.
-                let entries = dlq::entries(&self.node, &batch, refused.iter().map(|r| (r.index, r.code.as_str(), r.message.as_str())));
-                self.stats.add_rejected(entries.len());
-                self.out.blocking_dead_letters(&batch.origin, entries)?;
+                // Without the refused records, `raw` still lines up with `converted`.
+                let skip: Vec<usize> = refused.iter().map(|r| r.index).collect();
+                let letters = DeadLetter::all(&self.node, &batch, refused);
+                self.stats.add_rejected(letters.len());
+                self.out.blocking_dead_letters(letters)?;
                 if converted.is_empty() {
                     return Ok(());
                 }
-                // Without the refused records, `raw` still lines up with `converted`.
-                let raw = if refused.is_empty() { batch } else { without(&batch, refused.iter().map(|r| r.index)) };
+                let raw = if skip.is_empty() { batch } else { without(&batch, skip) };
                 (converted, raw)
             }
             Err(e) => {
@@ -156,13 +163,14 @@ impl StageNode {
             return Err(contract(format!("rejected index {} is out of range (batch of {n})", r.index)));
         }
         writes.commit(&self.state);
-        Ok(Checked { data, meta, rejected: out.rejected })
+        let rejected = out.rejected.into_iter().map(wire::from_wit_rejection).collect();
+        Ok(Checked { data, meta, rejected })
     }
 
     fn emit(&mut self, input: &Batch, raw: &Batch, out: Checked) -> Result<(), super::edge::Closed> {
-        let entries = dlq::entries(&self.node, raw, out.rejected.iter().map(|r| (r.index as usize, r.code.as_str(), r.message.as_str())));
-        self.stats.add_rejected(entries.len());
-        self.out.blocking_dead_letters(&input.origin, entries)?;
+        let letters = DeadLetter::all(&self.node, raw, out.rejected);
+        self.stats.add_rejected(letters.len());
+        self.out.blocking_dead_letters(letters)?;
         if !out.meta.is_empty() {
             self.stats.add_out(out.meta.len());
             self.out.blocking_send(Batch { origin: input.origin.clone(), meta: out.meta, data: out.data })?;
@@ -172,9 +180,9 @@ impl StageNode {
 
     /// Send every record of the batch to the DLQ with the reason.
     fn quarantine(&mut self, batch: &Batch, code: &str, message: &str) -> Result<(), super::edge::Closed> {
-        let entries = dlq::entries(&self.node, batch, (0..batch.len()).map(|i| (i, code, message)));
+        let letters = DeadLetter::all(&self.node, batch, (0..batch.len()).map(|i| Rejection::new(i, code, message)));
         self.stats.add_rejected(batch.len());
-        self.out.blocking_dead_letters(&batch.origin, entries)
+        self.out.blocking_dead_letters(letters)
     }
 }
 
@@ -202,7 +210,7 @@ fn without(batch: &Batch, skip: impl IntoIterator<Item = usize>) -> Batch {
 struct Checked {
     data: BatchData,
     meta: Vec<RecordMeta>,
-    rejected: Vec<crate::plugin::bindings::types::Rejection>,
+    rejected: Vec<Rejection>,
 }
 
 /// Stage keyed state for the checkpoint (hex pairs; `None` when empty).
@@ -240,6 +248,7 @@ mod tests {
 
     use super::*;
     use crate::batch::{JsonRecords, Origin};
+    use crate::dead_letter::record_bytes;
     use crate::pipeline::edge::{Edge, Envelope};
     use crate::pipeline::msg::Msg;
 
@@ -287,7 +296,18 @@ mod tests {
         let mut out = Vec::new();
         while let Ok(env) = rx.try_recv() {
             if let Msg::Data(b) = env.msg {
-                out.extend((0..b.len()).map(|i| serde_json::from_slice(&b.record_json(i)).expect("json record")));
+                out.extend((0..b.len()).map(|i| serde_json::from_slice(&record_bytes(&b, i)).expect("json record")));
+            }
+        }
+        out
+    }
+
+    /// Every dead letter received on `rx`.
+    fn dead(rx: &mut mpsc::Receiver<Envelope>) -> Vec<DeadLetter> {
+        let mut out = Vec::new();
+        while let Ok(env) = rx.try_recv() {
+            if let Msg::DeadLetters(d) = env.msg {
+                out.extend(d);
             }
         }
         out
@@ -317,11 +337,12 @@ mod tests {
         want.sort();
         assert_eq!(ids, want, "every new key exactly once, nothing seen before, not the poison");
 
-        let dlq = received(&mut h.dlq);
+        let dlq = dead(&mut h.dlq);
         assert_eq!(dlq.len(), 1, "exactly the poison record is quarantined: {dlq:?}");
-        assert_eq!(dlq[0]["code"], "plugin_trap");
-        assert_eq!(dlq[0]["record"], json!({"id": "p", "x": "POISON"}));
-        assert_eq!(dlq[0]["seq"], "9");
+        assert_eq!((&*dlq[0].node, dlq[0].code.as_str()), ("stages.s", "plugin_trap"));
+        assert_eq!(dlq[0].record, br#"{"id":"p","x":"POISON"}"#);
+        assert_eq!(dlq[0].meta.seq, "9");
+        assert_eq!(&*dlq[0].origin.source, "sources.in");
 
         let keys = state_keys(&state);
         assert!(!keys.contains(r#"k:"p""#), "the poison's key is in the state: {keys:?}");
@@ -338,7 +359,7 @@ mod tests {
         let mut h = harness("dedupe.wasm", json!({"key": "id", "trap_on": "POISON"}), state.clone());
         // A batch where every record is poison: all quarantined, no key kept.
         h.node.process(json_input(&[r#"{"id":"a","x":"POISON"}"#.into(), r#"{"id":"b","x":"POISON"}"#.into()])).unwrap();
-        assert_eq!(received(&mut h.dlq).len(), 2);
+        assert_eq!(dead(&mut h.dlq).len(), 2);
         assert_eq!(state_keys(&state), BTreeSet::from(["m:key".to_string()]));
         h.node.process(json_input(&[r#"{"id":"a"}"#.into(), r#"{"id":"b"}"#.into()])).unwrap();
         assert_eq!(received(&mut h.out), [json!({"id": "a"}), json!({"id": "b"})]);
@@ -355,11 +376,12 @@ mod tests {
         let mut h = harness("validate.wasm", json!({}), StateMap::default());
         h.node.process(json_input(&docs)).unwrap();
         assert!(received(&mut h.out).is_empty());
-        let mut dlq = received(&mut h.dlq);
-        dlq.sort_by_key(|e| e["seq"].as_str().unwrap().parse::<u32>().unwrap());
-        let records: Vec<&Value> = dlq.iter().map(|e| &e["record"]).collect();
-        let want = [json!({"p": 1}), json!({"p": "abc"}), json!("not json"), json!([1, 2]), json!({"p": 3, "q": 1.50})];
-        assert_eq!(records, want.iter().collect::<Vec<_>>(), "{dlq:#?}");
+        let mut dlq = dead(&mut h.dlq);
+        dlq.sort_by_key(|e| e.meta.seq.parse::<u32>().unwrap());
+        // Byte for byte as they arrived.
+        let records: Vec<&[u8]> = dlq.iter().map(|e| e.record.as_slice()).collect();
+        let want: Vec<&[u8]> = docs.iter().map(|d| d.as_bytes()).collect();
+        assert_eq!(records, want, "{dlq:#?}");
     }
 
     #[test]

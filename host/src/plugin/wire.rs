@@ -6,7 +6,7 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 
 use super::bindings::types;
-use crate::batch::{BatchData, Format, JsonRecords};
+use crate::batch::{BatchData, Format, JsonRecords, Rejection};
 
 pub fn to_wit_format(f: Format) -> types::Format {
     match f {
@@ -20,6 +20,12 @@ pub fn from_wit_format(f: types::Format) -> Format {
         types::Format::Json => Format::Json,
         types::Format::Arrow => Format::Arrow,
     }
+}
+
+/// A plugin's rejection as the host's one record-failure type (the WIT type
+/// stays at this boundary).
+pub fn from_wit_rejection(r: types::Rejection) -> Rejection {
+    Rejection { index: r.index as usize, code: r.code, message: r.message }
 }
 
 pub fn encode(data: &BatchData) -> Result<types::Batch, String> {

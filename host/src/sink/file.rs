@@ -65,6 +65,21 @@ const START_OVER: &str = "sluice never cuts or overwrites output it did not writ
 or move the file away; to keep it, point the sink at another path";
 
 /// `path` of the sidecar that marks a tokenless start of `file`.
+/// What a sink or the DLQ that writes one local file refuses as its path
+/// (`what` names it in the message).
+pub fn check_path(path: &str, what: &str) -> Result<(), String> {
+    if path.trim().is_empty() {
+        return Err("is empty; name a file".into());
+    }
+    if path.contains("://") {
+        return Err(format!("{path}: {what} writes a local file; write a path such as out/records.ndjson"));
+    }
+    if path.ends_with('/') {
+        return Err(format!("{path} ends with '/' but {what} writes a file; name the file"));
+    }
+    Ok(())
+}
+
 pub fn base_marker_path(file: &Path) -> PathBuf {
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     durable::parent(file).join(format!(".{name}.sluice-base"))

@@ -44,7 +44,8 @@ pub mod parquet;
 
 use async_trait::async_trait;
 
-use crate::batch::{Batch, Format};
+use crate::batch::{Batch, Format, Rejection};
+use crate::config::SinkSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -63,20 +64,13 @@ impl SinkError {
     }
 }
 
-/// A record a sink refused (it does not fit the sink's schema); it goes to the
-/// DLQ with this reason.
-#[derive(Debug, Clone)]
-pub struct Refused {
-    pub index: usize,
-    pub code: String,
-    pub message: String,
-}
-
 /// What a sink did with a batch.
 #[derive(Debug, Default)]
 pub struct Written {
     pub accepted: usize,
-    pub refused: Vec<Refused>,
+    /// Records the sink refused (they do not fit its schema), by index into
+    /// the batch it was given; they go to the DLQ with these reasons.
+    pub refused: Vec<Rejection>,
 }
 
 #[async_trait]
@@ -109,11 +103,63 @@ pub trait Sink: Send {
     }
 }
 
-/// Build the sink described by `[sinks.NAME]`.
-pub fn build(name: &str, spec: &crate::config::SinkSpec) -> Result<Box<dyn Sink>, SinkError> {
-    use crate::config::SinkSpec;
-    Ok(match spec {
-        SinkSpec::Parquet(p) => Box::new(parquet::build(name, p, std::path::Path::new("."))?),
-        SinkSpec::File(f) => Box::new(file::FileSink::create(name, std::path::Path::new(&f.path))?),
-    })
+/// A problem `build` would meet, found without creating anything (for
+/// `validate` and the preflight of `run`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpecProblem {
+    /// The `path` key.
+    Path(String),
+    /// Another key of the sink's table, named in the message.
+    Config(String),
+}
+
+/// Everything the rest of the host asks about a sink's kind. The closed
+/// `SinkSpec` enum is matched here (and in `inputs`, beside its definition)
+/// only: a new sink is a new arm in these methods, not a hunt through callers.
+impl crate::config::SinkSpec {
+    /// The destination: the table's root directory, or the NDJSON file.
+    pub fn path(&self) -> &str {
+        match self {
+            SinkSpec::Parquet(p) => &p.path,
+            SinkSpec::File(f) => &f.path,
+        }
+    }
+
+    /// Whether the destination is one file or a directory tree.
+    pub fn destination_kind(&self) -> crate::config::outputs::Kind {
+        use crate::config::outputs::Kind;
+        match self {
+            SinkSpec::Parquet(_) => Kind::Dir,
+            SinkSpec::File(_) => Kind::File,
+        }
+    }
+
+    /// The format the sink consumes without conversion.
+    pub fn takes(&self) -> Format {
+        match self {
+            SinkSpec::Parquet(_) => Format::Arrow,
+            SinkSpec::File(_) => Format::Json,
+        }
+    }
+
+    /// What `build` would refuse, checked without touching the destination.
+    pub fn check(&self) -> Vec<SpecProblem> {
+        match self {
+            // `check` is what the sink's `build` runs first (schema,
+            // partition columns); `check_path` what it refuses next.
+            SinkSpec::Parquet(pq) => {
+                let config = pq.check().err().map(SpecProblem::Config);
+                config.into_iter().chain(pq.check_path().err().map(SpecProblem::Path)).collect()
+            }
+            SinkSpec::File(f) => file::check_path(&f.path, "an NDJSON file sink").err().map(SpecProblem::Path).into_iter().collect(),
+        }
+    }
+
+    /// Build the sink described by `[sinks.NAME]`.
+    pub fn build(&self, name: &str) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(match self {
+            SinkSpec::Parquet(p) => Box::new(parquet::build(name, p, std::path::Path::new("."))?),
+            SinkSpec::File(f) => Box::new(file::FileSink::create(name, std::path::Path::new(&f.path))?),
+        })
+    }
 }

@@ -2,29 +2,19 @@
 //! (and its malformed rows to the DLQ), answer barriers between batches with
 //! the position, and after the input ends keep answering until the last one.
 
-use std::sync::Arc;
-
 use tokio::sync::mpsc::error::TryRecvError;
 
-use super::rows::Malformed;
 use super::{SourceCtx, SourceError};
-use crate::batch::{Batch, Origin};
+use crate::batch::Batch;
+use crate::dead_letter::DeadLetter;
 use crate::pipeline::msg::{Ack, Barrier, Request};
-use crate::sink::dlq;
 
-pub async fn send(ctx: &SourceCtx, origin: &Arc<Origin>, batch: Option<Batch>, malformed: Vec<Malformed>) -> Result<(), SourceError> {
+pub async fn send(ctx: &SourceCtx, batch: Option<Batch>, malformed: Vec<DeadLetter>) -> Result<(), SourceError> {
     let closed = |_| SourceError::Closed(ctx.node.clone());
     if !malformed.is_empty() {
         ctx.stats.add_rejected(malformed.len());
         ctx.stats.add_in(malformed.len());
-        let entries = malformed
-            .into_iter()
-            .map(|m| {
-                let doc = dlq::entry(&ctx.node, m.code, &m.message, origin, &m.meta, &m.raw);
-                (m.meta, doc)
-            })
-            .collect();
-        ctx.out.dead_letters(origin, entries).await.map_err(closed)?;
+        ctx.out.dead_letters(malformed).await.map_err(closed)?;
     }
     if let Some(b) = batch {
         ctx.stats.add_in(b.len());

@@ -21,7 +21,7 @@ pub async fn run(spec: GeneratorSourceSpec, mut ctx: SourceCtx) -> Result<(), So
     let origin = Arc::new(Origin { source: ctx.name.clone(), partition: format!("generator-{}", spec.seed).into() });
     let mut next = ctx.resume.take().and_then(|v| serde_json::from_value::<Position>(v).ok()).map_or(0, |p| p.next);
     let columns: Vec<String> = crate::gen::CSV_HEADER.split(',').map(str::to_string).collect();
-    let mut batcher = RowBatcher::new(ctx.preferred, columns);
+    let mut batcher = RowBatcher::new(ctx.preferred, columns, &ctx.node, &origin);
     let mut text = Vec::with_capacity(256 * ctx.batch.max_records);
     let max = ctx.batch.max_records.max(1) as u64;
     while next < spec.rows {
@@ -33,8 +33,8 @@ pub async fn run(spec: GeneratorSourceSpec, mut ctx: SourceCtx) -> Result<(), So
         }
         batcher.push_csv_text(&text, next);
         next = end;
-        let (batch, malformed) = batcher.take(&origin);
-        emit::send(&ctx, &origin, batch, malformed).await?;
+        let (batch, malformed) = batcher.take();
+        emit::send(&ctx, batch, malformed).await?;
         if emit::pending_barriers(&mut ctx, || serde_json::json!({ "next": next })).await? {
             return Ok(());
         }

@@ -20,22 +20,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use super::file::typing::{self, Cell, ColumnType};
 use crate::batch::{Batch, BatchData, Format, JsonRecords, Origin, RecordMeta};
-
-/// A row the source could not parse.
-pub struct Malformed {
-    pub meta: RecordMeta,
-    /// The row as read (or its first bytes, for a row too large to keep).
-    pub raw: Vec<u8>,
-    /// DLQ code: `malformed`, or `too_large`.
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Malformed {
-    pub fn new(meta: RecordMeta, raw: &[u8], message: impl Into<String>) -> Self {
-        Self { meta, raw: raw.to_vec(), code: "malformed", message: message.into() }
-    }
-}
+use crate::dead_letter::DeadLetter;
 
 enum Builder {
     Str(StringBuilder),
@@ -94,26 +79,48 @@ pub struct RowBatcher {
     builders: Vec<Builder>,
     json: JsonRecords,
     pub meta: Vec<RecordMeta>,
-    pub malformed: Vec<Malformed>,
+    /// Rows that could not be parsed, as dead letters of `node`.
+    pub malformed: Vec<DeadLetter>,
+    node: Arc<str>,
+    origin: Arc<Origin>,
     bytes: usize,
     /// Reused per row.
     doc: Vec<u8>,
 }
 
 impl RowBatcher {
-    /// Every column a string, as written.
-    pub fn new(format: Format, columns: Vec<String>) -> Self {
+    /// Every column a string, as written. Batches and dead letters come
+    /// from `origin`; dead letters name `node` (`sources.NAME`).
+    pub fn new(format: Format, columns: Vec<String>, node: &str, origin: &Arc<Origin>) -> Self {
         let types = vec![ColumnType::String; columns.len()];
-        Self::build(format, columns, types, false)
+        Self::build(format, columns, types, false, node, origin)
     }
 
     /// Columns of fixed types (every batch has this schema).
-    pub fn typed(format: Format, columns: Vec<(String, ColumnType)>) -> Self {
+    pub fn typed(format: Format, columns: Vec<(String, ColumnType)>, node: &str, origin: &Arc<Origin>) -> Self {
         let (names, types) = columns.into_iter().unzip();
-        Self::build(format, names, types, true)
+        Self::build(format, names, types, true, node, origin)
     }
 
-    fn build(format: Format, columns: Vec<String>, types: Vec<ColumnType>, typed: bool) -> Self {
+    /// A row the source could not turn into a record: to the DLQ as read
+    /// (or its first bytes, for a row too large to keep).
+    pub fn unparsed(&mut self, meta: RecordMeta, raw: &[u8], code: &str, message: impl Into<String>) {
+        self.malformed.push(DeadLetter::unparsed(&self.node, &self.origin, meta, raw.to_vec(), code, message));
+    }
+
+    /// A row that does not parse (code `malformed`).
+    fn bad_row(&mut self, meta: RecordMeta, raw: &[u8], message: impl Into<String>) {
+        self.unparsed(meta, raw, "malformed", message);
+    }
+
+    fn build(
+        format: Format,
+        columns: Vec<String>,
+        types: Vec<ColumnType>,
+        typed: bool,
+        node: &str,
+        origin: &Arc<Origin>,
+    ) -> Self {
         let builders = types.iter().map(|t| Builder::new(*t)).collect();
         Self {
             format,
@@ -124,6 +131,8 @@ impl RowBatcher {
             json: JsonRecords::with_capacity(0, 0),
             meta: Vec::new(),
             malformed: Vec::new(),
+            node: node.into(),
+            origin: origin.clone(),
             bytes: 0,
             doc: Vec::with_capacity(256),
         }
@@ -151,25 +160,31 @@ impl RowBatcher {
     pub fn push_csv<'a>(&mut self, meta: RecordMeta, fields: impl ExactSizeIterator<Item = &'a [u8]>, raw: &[u8]) {
         if fields.len() != self.columns.len() {
             let message = format!("expected {} CSV fields, found {}", self.columns.len(), fields.len());
-            self.malformed.push(Malformed::new(meta, raw, message));
+            self.bad_row(meta, raw, message);
             return;
         }
         // One pass and one allocation per row (this is the hot loop of a CSV
         // source): collecting a `Result<Vec<_>>` loses the size hint and
         // regrows the vector several times per row.
         let mut cells = Vec::with_capacity(self.columns.len());
+        let mut bad = None;
         for ((field, column), ty) in fields.zip(&self.columns).zip(&self.types) {
             let Ok(text) = std::str::from_utf8(field) else {
-                self.malformed.push(Malformed::new(meta, raw, "the row is not valid UTF-8"));
-                return;
+                bad = Some("the row is not valid UTF-8".to_string());
+                break;
             };
             match typing::parse_in(column, *ty, text) {
                 Ok(cell) => cells.push(cell),
                 Err(e) => {
-                    self.malformed.push(Malformed::new(meta, raw, e.to_string()));
-                    return;
+                    bad = Some(e.to_string());
+                    break;
                 }
             }
+        }
+        if let Some(message) = bad {
+            drop(cells);
+            self.bad_row(meta, raw, message);
+            return;
         }
         self.bytes += raw.len();
         self.push_cells(meta, &cells);
@@ -191,7 +206,7 @@ impl RowBatcher {
                     join_fields(&rec, &mut raw);
                     self.push_csv(RecordMeta::line(seq), rec.iter(), &raw);
                 }
-                Err(e) => self.malformed.push(Malformed::new(RecordMeta::line(seq), &[], e.to_string())),
+                Err(e) => self.bad_row(RecordMeta::line(seq), &[], e.to_string()),
             }
             seq += 1;
         }
@@ -210,15 +225,15 @@ impl RowBatcher {
                     self.json.push(line.trim_ascii());
                     self.meta.push(meta);
                 }
-                Ok(_) => self.malformed.push(Malformed::new(meta, line, "the line is JSON but not an object")),
-                Err(e) => self.malformed.push(Malformed::new(meta, line, format!("invalid JSON: {e}"))),
+                Ok(_) => self.bad_row(meta, line, "the line is JSON but not an object"),
+                Err(e) => self.bad_row(meta, line, format!("invalid JSON: {e}")),
             }
             return;
         }
         let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(line) {
             Ok(o) => o,
             Err(e) => {
-                self.malformed.push(Malformed::new(meta, line, format!("invalid JSON object: {e}")));
+                self.bad_row(meta, line, format!("invalid JSON object: {e}"));
                 return;
             }
         };
@@ -228,7 +243,7 @@ impl RowBatcher {
                     let message = format!(
                         "key {k:?} is not among the columns inferred from the first lines; declare it in `columns`"
                     );
-                    self.malformed.push(Malformed::new(meta, line, message));
+                    self.bad_row(meta, line, message);
                     return;
                 }
                 // A new column: back-fill nulls for the rows before it.
@@ -259,7 +274,7 @@ impl RowBatcher {
                 self.bytes += line.len();
                 self.push_cells(meta, &cells);
             }
-            Err(e) => self.malformed.push(Malformed::new(meta, line, e.to_string())),
+            Err(e) => self.bad_row(meta, line, e.to_string()),
         }
     }
 
@@ -295,8 +310,8 @@ impl RowBatcher {
     }
 
     /// Take the rows gathered so far as a batch (None when there are none)
-    /// and the malformed rows.
-    pub fn take(&mut self, origin: &Arc<Origin>) -> (Option<Batch>, Vec<Malformed>) {
+    /// and the dead letters of the malformed rows.
+    pub fn take(&mut self) -> (Option<Batch>, Vec<DeadLetter>) {
         let malformed = std::mem::take(&mut self.malformed);
         self.bytes = 0;
         if self.meta.is_empty() {
@@ -314,7 +329,7 @@ impl RowBatcher {
                 )
             }
         };
-        (Some(Batch { origin: origin.clone(), meta, data }), malformed)
+        (Some(Batch { origin: self.origin.clone(), meta, data }), malformed)
     }
 }
 

@@ -212,6 +212,13 @@ pub fn start_source(spec: KinesisSourceSpec, resume: Option<serde_json::Value>, 
     Run { barriers, acks, requests, data, dlq, handle, out: Vec::new(), dead: Vec::new() }
 }
 
+/// Dead letters as the DLQ file gets them.
+fn envelopes(letters: &[sluice::dead_letter::DeadLetter]) -> Vec<serde_json::Value> {
+    let Some(b) = sluice::sink::dlq::encode(letters) else { return Vec::new() };
+    let BatchData::Json(json) = &b.data else { panic!("DLQ envelopes are JSON") };
+    json.iter().map(|d| serde_json::from_slice(d).unwrap()).collect()
+}
+
 impl Run {
     pub fn records(&self) -> Vec<&Rec> {
         self.out.iter().filter_map(|o| if let Out::Rec(r) = o { Some(r) } else { None }).collect()
@@ -233,6 +240,7 @@ impl Run {
     fn take(&mut self, env: Envelope) {
         match env.msg {
             Msg::Barrier(b) => self.out.push(Out::Barrier(b)),
+            Msg::DeadLetters(_) => panic!("dead letters arrive on the DLQ edge only"),
             Msg::Data(batch) => {
                 let BatchData::Json(json) = &batch.data else { panic!("the kinesis source emits JSON batches") };
                 assert_eq!(&*batch.origin.source, "trips");
@@ -259,9 +267,8 @@ impl Run {
                     Some(env) => self.take(env),
                     None => panic!("the source stopped while waiting for {what}: {:?}", (&mut self.handle).await),
                 },
-                env = self.dlq.recv() => if let Some(Envelope { msg: Msg::Data(b), .. }) = env {
-                    let BatchData::Json(json) = &b.data else { panic!() };
-                    self.dead.extend(json.iter().map(|d| serde_json::from_slice(d).unwrap()));
+                env = self.dlq.recv() => if let Some(Envelope { msg: Msg::DeadLetters(d), .. }) = env {
+                    self.dead.extend(envelopes(&d));
                 },
                 _ = tokio::time::sleep_until(deadline) => panic!("timed out waiting for {what}: {} records so far", self.records().len()),
             }
@@ -274,9 +281,8 @@ impl Run {
         loop {
             tokio::select! {
                 env = self.data.recv() => match env { Some(env) => self.take(env), None => return },
-                env = self.dlq.recv() => if let Some(Envelope { msg: Msg::Data(b), .. }) = env {
-                    let BatchData::Json(json) = &b.data else { panic!() };
-                    self.dead.extend(json.iter().map(|d| serde_json::from_slice(d).unwrap()));
+                env = self.dlq.recv() => if let Some(Envelope { msg: Msg::DeadLetters(d), .. }) = env {
+                    self.dead.extend(envelopes(&d));
                 },
                 _ = tokio::time::sleep_until(deadline) => return,
             }

@@ -16,7 +16,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
-use crate::sink::Refused;
+use crate::batch::Rejection;
 
 pub const SCHEMA_MISMATCH: &str = "schema_mismatch";
 
@@ -24,7 +24,7 @@ pub struct Conformed {
     /// The accepted rows in the declared schema (`None` when none is left).
     pub batch: Option<RecordBatch>,
     /// Refused rows by input index, ascending, one reason each (the first column that failed).
-    pub refused: Vec<Refused>,
+    pub refused: Vec<Rejection>,
 }
 
 /// Why rows of one column fail: a mask of the failing rows and how to word it.
@@ -131,11 +131,11 @@ pub fn conform(input: &RecordBatch, declared: &SchemaRef, strict: bool) -> Resul
             });
         }
     }
-    let refused: Vec<Refused> = reason
+    let refused: Vec<Rejection> = reason
         .iter()
         .enumerate()
         .filter_map(|(index, r)| {
-            r.as_ref().map(|m| Refused { index, code: SCHEMA_MISMATCH.to_owned(), message: m.clone() })
+            r.as_ref().map(|m| Rejection { index, code: SCHEMA_MISMATCH.to_owned(), message: m.clone() })
         })
         .collect();
     if refused.len() == n {

@@ -55,8 +55,8 @@ pub use self::ddl::athena_ddl;
 use self::layout::Layout;
 pub use self::partition::NULL_PARTITION;
 pub use self::schema::RecordedColumn;
-use super::{Refused, Sink, SinkError, Written};
-use crate::batch::{Batch, BatchData, Format};
+use super::{Sink, SinkError, Written};
+use crate::batch::{Batch, BatchData, Format, Rejection};
 
 /// Bytes a file's encoder may hold before they are handed to the backend.
 const DRAIN_BYTES: usize = 1 << 20;
@@ -291,7 +291,7 @@ impl ParquetSink {
 
     async fn write_inner(&mut self, batch: &Batch) -> Result<Written, SinkError> {
         // The runtime converts JSON first; a direct caller still works.
-        let (arrow, mut refused, kept): (_, Vec<Refused>, Option<Vec<usize>>) = match &batch.data {
+        let (arrow, mut refused, kept): (_, Vec<Rejection>, Option<Vec<usize>>) = match &batch.data {
             BatchData::Arrow(b) => (b.clone(), Vec::new(), None),
             BatchData::Json(j) => {
                 let (b, bad) = crate::convert::json_to_arrow_lenient(j).map_err(|e| self.io(e.to_string()))?;

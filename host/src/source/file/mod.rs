@@ -27,7 +27,8 @@ use tracing::{info, warn};
 use self::config::{ColumnSpec, FileFormat, FileSourceSpec};
 use self::lines::{CsvRecords, DLQ_PREFIX_BYTES};
 use self::typing::{ColumnType, Inference};
-use super::rows::{Malformed, RowBatcher};
+use super::rows::RowBatcher;
+use crate::dead_letter::DeadLetter;
 use super::{emit, SourceCtx, SourceError};
 use crate::batch::{Batch, Format, Origin, RecordMeta};
 
@@ -47,7 +48,7 @@ struct Position {
 /// What the reader thread hands over: rows up to `pos` (exclusive).
 struct Chunk {
     batch: Option<Batch>,
-    malformed: Vec<Malformed>,
+    malformed: Vec<DeadLetter>,
     pos: Position,
 }
 
@@ -104,7 +105,7 @@ pub async fn run(spec: FileSourceSpec, mut ctx: SourceCtx) -> Result<(), SourceE
     let position = |p: &Option<Position>| serde_json::to_value(p).expect("position serialises");
     while let Some(chunk) = rx.recv().await {
         let chunk = chunk?;
-        emit::send(&ctx, &origin, chunk.batch, chunk.malformed).await?;
+        emit::send(&ctx, chunk.batch, chunk.malformed).await?;
         last = Some(chunk.pos);
         let snapshot = last.clone();
         if emit::pending_barriers(&mut ctx, || position(&snapshot)).await? {
@@ -272,7 +273,7 @@ impl Reader {
             message: e.to_string(),
         };
         let send = |batcher: &mut RowBatcher, pos: &Position| -> bool {
-            let (batch, malformed) = batcher.take(&self.origin);
+            let (batch, malformed) = batcher.take();
             tx.blocking_send(Ok(Chunk { batch, malformed, pos: pos.clone() })).is_ok()
         };
         let full = |b: &RowBatcher| b.len() >= self.max_records || b.bytes() >= self.max_bytes;
@@ -305,17 +306,12 @@ impl Reader {
                 let base = pos.offset;
                 let mut records = CsvRecords::new(file, max, self.spec.multiline, pos.line);
                 let mut batcher =
-                    RowBatcher::typed(self.preferred, columns.into_iter().map(|c| (c.name, c.ty)).collect());
+                    RowBatcher::typed(self.preferred, columns.into_iter().map(|c| (c.name, c.ty)).collect(), &self.node, &self.origin);
                 while let Some(n) = records.next().map_err(io)? {
                     let meta = RecordMeta::line(n.line);
                     match n.outcome {
                         Ok(()) => batcher.push_csv(meta, records.fields(), records.raw()),
-                        Err(bad) => batcher.malformed.push(Malformed {
-                            meta,
-                            raw: records.dlq_raw().to_vec(),
-                            code: bad.code,
-                            message: bad.message,
-                        }),
+                        Err(bad) => batcher.unparsed(meta, records.dlq_raw(), bad.code, bad.message),
                     }
                     (pos.offset, pos.line) = (base + records.consumed, records.line);
                     if full(&batcher) && !send(&mut batcher, &pos) {
@@ -336,9 +332,9 @@ impl Reader {
                     };
                     info!(columns = %describe(&columns), "file source column types");
                     pos.columns = Some(columns.clone());
-                    RowBatcher::typed(self.preferred, columns.into_iter().map(|c| (c.name, c.ty)).collect())
+                    RowBatcher::typed(self.preferred, columns.into_iter().map(|c| (c.name, c.ty)).collect(), &self.node, &self.origin)
                 } else {
-                    RowBatcher::new(self.preferred, Vec::new())
+                    RowBatcher::new(self.preferred, Vec::new(), &self.node, &self.origin)
                 };
                 let mut file = BufReader::with_capacity(1 << 20, File::open(path).map_err(io)?);
                 file.seek(SeekFrom::Start(pos.offset)).map_err(io)?;
@@ -355,12 +351,7 @@ impl Reader {
                     if len > max as u64 {
                         let bad = lines::too_large(len, max);
                         line.truncate(DLQ_PREFIX_BYTES);
-                        batcher.malformed.push(Malformed {
-                            meta,
-                            raw: line.clone(),
-                            code: bad.code,
-                            message: bad.message,
-                        });
+                        batcher.unparsed(meta, &line, bad.code, bad.message);
                     } else {
                         let text = line.trim_ascii();
                         if !text.is_empty() {

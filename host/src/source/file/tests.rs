@@ -72,9 +72,8 @@ async fn read(spec: FileSourceSpec, format: Format, resume: Option<Value>, max_r
                 Some(env) => if let Msg::Data(b) = env.msg { out.batches.push(b) },
                 None => break,
             },
-            Some(env) = d.dlq.recv() => if let Msg::Data(b) = env.msg {
-                let BatchData::Json(j) = &b.data else { panic!("dead letters are JSON") };
-                out.dead.extend(j.iter().map(|d| serde_json::from_slice::<Value>(d).unwrap()));
+            Some(env) = d.dlq.recv() => if let Msg::DeadLetters(letters) = env.msg {
+                out.dead.extend(envelopes(&letters));
             },
             req = d.requests.recv(), if requests_open => match req {
                 Some(Request::Exhausted { .. }) => d.barriers.send(Barrier { epoch: 1, last: true }).unwrap(),
@@ -85,15 +84,21 @@ async fn read(spec: FileSourceSpec, format: Format, resume: Option<Value>, max_r
     }
     handle.await.unwrap().unwrap();
     while let Ok(env) = d.dlq.try_recv() {
-        if let Msg::Data(b) = env.msg {
-            let BatchData::Json(j) = &b.data else { panic!() };
-            out.dead.extend(j.iter().map(|d| serde_json::from_slice::<Value>(d).unwrap()));
+        if let Msg::DeadLetters(letters) = env.msg {
+            out.dead.extend(envelopes(&letters));
         }
     }
     while let Ok(a) = d.acks.try_recv() {
         out.state = a.state.unwrap_or_default();
     }
     out
+}
+
+/// Dead letters as the DLQ file gets them.
+fn envelopes(letters: &[crate::dead_letter::DeadLetter]) -> Vec<Value> {
+    let Some(b) = crate::sink::dlq::encode(letters) else { return Vec::new() };
+    let BatchData::Json(j) = &b.data else { panic!("DLQ envelopes are JSON") };
+    j.iter().map(|d| serde_json::from_slice::<Value>(d).unwrap()).collect()
 }
 
 #[tokio::test]

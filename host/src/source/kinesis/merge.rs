@@ -332,8 +332,7 @@ impl Merge {
                     if self.ctx.out.dlq.is_none() {
                         tracing::error!(shard, records = n, "corrupt KPL aggregates and no DLQ edge: they are only logged");
                     }
-                    let origin = Arc::new(Origin { source: self.ctx.name.clone(), partition: shard.into() });
-                    self.ctx.out.dead_letters(&origin, entries).await.map_err(|_| self.closed())?;
+                    self.ctx.out.dead_letters(entries).await.map_err(|_| self.closed())?;
                 }
             }
             self.state.shards.insert(shard.to_string(), pos);
@@ -362,8 +361,7 @@ impl Merge {
             return Ok(());
         }
         if let Piece::Dead(entries) = marker {
-            let origin = Arc::new(Origin { source: self.ctx.name.clone(), partition: shard.into() });
-            self.ctx.out.dead_letters(&origin, entries).await.map_err(|_| self.closed())?;
+            self.ctx.out.dead_letters(entries).await.map_err(|_| self.closed())?;
         }
         self.state.shards.remove(shard);
         Ok(())
@@ -632,8 +630,7 @@ mod tests {
         m.on_trimmed("s0", marker).await.unwrap();
         assert!(!m.state.shards.contains_key("s0"));
         let env = d.dlq.try_recv().expect("a dead letter");
-        let crate::pipeline::msg::Msg::Data(b) = env.msg else { panic!("data expected") };
-        let entry: serde_json::Value = serde_json::from_slice(&b.record_json(0)).unwrap();
-        assert_eq!((entry["code"].as_str(), entry["seq"].as_str(), entry["partition"].as_str()), (Some("kinesis_trimmed"), Some("5"), Some("s0")));
+        let crate::pipeline::msg::Msg::DeadLetters(d) = env.msg else { panic!("dead letters expected") };
+        assert_eq!((d[0].code.as_str(), d[0].meta.seq.as_str(), &*d[0].origin.partition), ("kinesis_trimmed", "5", "s0"));
     }
 }

@@ -10,6 +10,7 @@ use compact_str::CompactString;
 use super::kpl;
 use super::position::{cmp_seq, ShardPosition};
 use crate::batch::{Batch, BatchData, JsonRecords, Origin, RecordMeta};
+use crate::dead_letter::DeadLetter;
 
 /// DLQ code of a record that claims to be a KPL aggregate and is not.
 pub const KPL_CORRUPT: &str = "kpl_corrupt";
@@ -18,8 +19,7 @@ pub const KPL_CORRUPT: &str = "kpl_corrupt";
 #[derive(Debug)]
 pub enum Piece {
     Data(Batch),
-    /// Built DLQ envelopes (see `sink::dlq::entry`).
-    Dead(Vec<(RecordMeta, Vec<u8>)>),
+    Dead(Vec<DeadLetter>),
 }
 
 #[derive(Debug)]
@@ -70,8 +70,7 @@ impl Shaper {
     pub fn marker(&self, code: &str, message: &str, seq: &str) -> Piece {
         let meta = RecordMeta { seq: seq.into(), sub: 0, key: None, arrival_ms: None };
         let note = serde_json::json!({ "shard": &*self.origin.partition, "position": seq, "note": code });
-        let entry = crate::sink::dlq::entry(&self.node, code, message, &self.origin, &meta, note.to_string().as_bytes());
-        Piece::Dead(vec![(meta, entry)])
+        Piece::Dead(vec![DeadLetter::unparsed(&self.node, &self.origin, meta, note.to_string().into_bytes(), code, message)])
     }
 
     pub fn origin(&self) -> &Arc<Origin> {
@@ -82,7 +81,7 @@ impl Shaper {
     pub fn shape(&mut self, records: &[Record]) -> Vec<(Piece, ShardPosition)> {
         let mut out = Vec::new();
         let mut open = Open::new();
-        let mut dead: Vec<(RecordMeta, Vec<u8>)> = Vec::new();
+        let mut dead: Vec<DeadLetter> = Vec::new();
         let mut dead_end: Option<ShardPosition> = None;
         for r in records {
             let seq = r.sequence_number();
@@ -130,8 +129,7 @@ impl Shaper {
                     self.flush_open(&mut out, &mut open);
                     let meta = RecordMeta { seq: seq.into(), sub: 0, key, arrival_ms };
                     tracing::warn!(partition = %self.origin.partition, seq, error = %e, "corrupt KPL aggregate sent to the DLQ");
-                    let entry = crate::sink::dlq::entry(&self.node, KPL_CORRUPT, &e.to_string(), &self.origin, &meta, data);
-                    dead.push((meta, entry));
+                    dead.push(DeadLetter::unparsed(&self.node, &self.origin, meta, data.to_vec(), KPL_CORRUPT, e.to_string()));
                     dead_end = Some(ShardPosition { seq: seq.to_string(), sub: 0, whole: true });
                 }
             }
@@ -172,7 +170,7 @@ impl Shaper {
         out.push((Piece::Data(batch), o.end.expect("a non-empty batch has an end")));
     }
 
-    fn flush_dead(&self, out: &mut Vec<(Piece, ShardPosition)>, dead: &mut Vec<(RecordMeta, Vec<u8>)>, end: &mut Option<ShardPosition>) {
+    fn flush_dead(&self, out: &mut Vec<(Piece, ShardPosition)>, dead: &mut Vec<DeadLetter>, end: &mut Option<ShardPosition>) {
         if dead.is_empty() {
             return;
         }
@@ -289,11 +287,10 @@ mod tests {
         assert!(matches!(pieces[0].0, Piece::Data(_)));
         let Piece::Dead(d) = &pieces[1].0 else { panic!("expected dead letters") };
         assert_eq!(pieces[1].1, ShardPosition { seq: "11".into(), sub: 0, whole: true });
-        let entry: serde_json::Value = serde_json::from_slice(&d[0].1).unwrap();
-        assert_eq!(entry["code"], KPL_CORRUPT);
-        assert_eq!(entry["stage"], "sources.k");
-        assert_eq!(entry["seq"], "11");
-        assert!(entry["message"].as_str().unwrap().contains("checksum"));
+        assert_eq!(d[0].code, KPL_CORRUPT);
+        assert_eq!(&*d[0].node, "sources.k");
+        assert_eq!(d[0].meta.seq, "11");
+        assert!(d[0].message.contains("checksum"), "{}", d[0].message);
         assert!(matches!(pieces[2].0, Piece::Data(_)));
     }
 }
