@@ -222,22 +222,5 @@ pub struct StageSpec {
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum SinkSpec {
     Parquet(crate::sink::parquet::config::ParquetSinkSpec),
-    File(FileSinkSpec),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSinkSpec {
-    pub inputs: Vec<String>,
-    /// NDJSON output file.
-    pub path: String,
-}
-
-impl SinkSpec {
-    pub fn inputs(&self) -> &[String] {
-        match self {
-            SinkSpec::Parquet(p) => &p.inputs,
-            SinkSpec::File(f) => &f.inputs,
-        }
-    }
+    File(crate::sink::file::FileSinkSpec),
 }

@@ -28,6 +28,15 @@ use serde::{Deserialize, Serialize};
 use super::{durable, Sink, SinkError, Written};
 use crate::batch::{Batch, BatchData, Format};
 
+/// `[sinks.NAME]` with `type = "file"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkSpec {
+    pub inputs: Vec<String>,
+    /// NDJSON output file.
+    pub path: String,
+}
+
 #[derive(Debug)]
 pub struct FileSink {
     name: String,

@@ -114,9 +114,16 @@ pub enum SpecProblem {
 }
 
 /// Everything the rest of the host asks about a sink's kind. The closed
-/// `SinkSpec` enum is matched here (and in `inputs`, beside its definition)
-/// only: a new sink is a new arm in these methods, not a hunt through callers.
+/// `SinkSpec` enum is matched here only: a new sink is a new arm in these methods, not a hunt through callers.
 impl crate::config::SinkSpec {
+    /// The nodes feeding this sink.
+    pub fn inputs(&self) -> &[String] {
+        match self {
+            SinkSpec::Parquet(p) => &p.inputs,
+            SinkSpec::File(f) => &f.inputs,
+        }
+    }
+
     /// The destination: the table's root directory, or the NDJSON file.
     pub fn path(&self) -> &str {
         match self {
