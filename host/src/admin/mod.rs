@@ -45,6 +45,8 @@ struct AppState {
 
 /// A running admin server; stops when dropped.
 pub struct AdminServer {
+    /// Where it listens (port 0 resolved); start-up logs it, tests dial it.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub addr: SocketAddr,
     _stop: oneshot::Sender<()>,
 }

@@ -8,12 +8,6 @@ use arrow::ipc::writer::StreamWriter;
 use super::bindings::types;
 use crate::batch::{BatchData, Format, JsonRecords, Rejection};
 
-pub fn to_wit_format(f: Format) -> types::Format {
-    match f {
-        Format::Json => types::Format::Json,
-        Format::Arrow => types::Format::Arrow,
-    }
-}
 
 pub fn from_wit_format(f: types::Format) -> Format {
     match f {
