@@ -107,6 +107,19 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A JSON batch of `docs` from `source`, partition `p`, records numbered
+    /// from 0: the stand-in batch of unit tests.
+    #[cfg(test)]
+    pub(crate) fn json_docs(source: &str, docs: &[&str]) -> Batch {
+        let mut j = JsonRecords::default();
+        docs.iter().for_each(|d| j.push(d.as_bytes()));
+        Batch {
+            origin: Arc::new(Origin { source: source.into(), partition: "p".into() }),
+            meta: (0..docs.len() as u64).map(RecordMeta::line).collect(),
+            data: BatchData::Json(j),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.meta.len()
     }

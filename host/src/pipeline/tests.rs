@@ -16,7 +16,7 @@ use super::edge::{Edge, Envelope, Outputs};
 use super::msg::{Ack, Barrier, Msg, Request};
 use super::sink_node::{Commit, SinkNode};
 use super::stats::{NodeStats, Progress};
-use crate::batch::{Batch, BatchData, Format, JsonRecords, Origin, RecordMeta};
+use crate::batch::{Batch, BatchData, Format};
 use crate::retry::RetryPolicy;
 use crate::sink::{Sink, SinkError, Written};
 use crate::batch::Rejection;
@@ -126,13 +126,7 @@ fn node(sink: StandIn, inputs: usize) -> Harness {
 }
 
 fn batch(source: &str, docs: &[&str]) -> Batch {
-    let mut j = JsonRecords::default();
-    docs.iter().for_each(|d| j.push(d.as_bytes()));
-    Batch {
-        origin: Arc::new(Origin { source: source.into(), partition: "p".into() }),
-        meta: (0..docs.len() as u64).map(RecordMeta::line).collect(),
-        data: BatchData::Json(j),
-    }
+    Batch::json_docs(source, docs)
 }
 
 impl Harness {

@@ -347,19 +347,10 @@ fn same_file(token_path: &str, path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::batch::{JsonRecords, Origin, RecordMeta};
 
     fn batch(docs: &[&str]) -> Batch {
-        let mut j = JsonRecords::default();
-        docs.iter().for_each(|d| j.push(d.as_bytes()));
-        Batch {
-            origin: Arc::new(Origin { source: "s".into(), partition: "p".into() }),
-            meta: (0..docs.len() as u64).map(RecordMeta::line).collect(),
-            data: BatchData::Json(j),
-        }
+        Batch::json_docs("s", docs)
     }
 
     fn read(p: &Path) -> String {

@@ -64,13 +64,7 @@ fn arrow_batch(b: RecordBatch) -> Batch {
 }
 
 fn json_batch(docs: &[&str]) -> Batch {
-    let mut j = JsonRecords::default();
-    docs.iter().for_each(|d| j.push(d.as_bytes()));
-    Batch {
-        origin: Arc::new(Origin { source: "s".into(), partition: "p".into() }),
-        meta: (0..docs.len() as u64).map(RecordMeta::line).collect(),
-        data: BatchData::Json(j),
-    }
+    Batch::json_docs("s", docs)
 }
 
 fn spec(dir: &Path, extra: &str) -> ParquetSinkSpec {
