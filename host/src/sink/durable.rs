@@ -26,22 +26,29 @@ pub(crate) fn parent(path: &Path) -> &Path {
     }
 }
 
-/// `create_dir_all`, then fsync the parent of every directory it created, so
-/// the whole new chain survives a crash.
-pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
+/// Create `dir` and its missing ancestors without syncing; returns the ones
+/// it created, outermost first, for the caller to sync (`sync_dir(parent(d))`)
+/// before anything names them — at once, or batched with later syncs.
+pub(crate) fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut missing: Vec<PathBuf> = Vec::new();
     let mut cur = Some(dir);
     while let Some(d) = cur.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         missing.push(d.to_path_buf());
         cur = d.parent();
     }
-    if missing.is_empty() {
-        return Ok(());
+    if !missing.is_empty() {
+        std::fs::create_dir_all(dir)?;
+        missing.reverse();
     }
-    std::fs::create_dir_all(dir)?;
+    Ok(missing)
+}
+
+/// `create_dir_all`, then fsync the parent of every directory it created, so
+/// the whole new chain survives a crash.
+pub(crate) fn create_dir_all(dir: &Path) -> io::Result<()> {
     // Outermost first: each new directory's entry lives in its parent.
-    for d in missing.iter().rev() {
-        sync_dir(parent(d))?;
+    for d in create_dirs(dir)? {
+        sync_dir(parent(&d))?;
     }
     Ok(())
 }
@@ -69,21 +76,27 @@ pub(crate) fn remove(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Tests can see which directories were fsynced (per thread).
+/// Tests can see which directories were fsynced. One log for the process
+/// (syncs also run on blocking-pool threads): each test reads the entries
+/// under its own temporary directory.
 #[cfg(test)]
 pub(crate) mod test_log {
-    use std::cell::RefCell;
     use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
 
-    thread_local!(static SYNCED: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) });
+    static SYNCED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
     pub(super) fn record(dir: &Path) {
-        SYNCED.with(|s| s.borrow_mut().push(dir.to_path_buf()));
+        SYNCED.lock().unwrap().push(dir.to_path_buf());
     }
 
-    /// The directories fsynced on this thread since the last call.
-    pub(crate) fn take() -> Vec<PathBuf> {
-        SYNCED.with(|s| std::mem::take(&mut *s.borrow_mut()))
+    /// The directories under `root` (itself included) fsynced since the last
+    /// call for `root`, in order.
+    pub(crate) fn take_under(root: &Path) -> Vec<PathBuf> {
+        let mut all = SYNCED.lock().unwrap();
+        let (mine, others): (Vec<PathBuf>, Vec<PathBuf>) = all.drain(..).partition(|d| d.starts_with(root));
+        *all = others;
+        mine
     }
 }
 
@@ -95,13 +108,12 @@ mod tests {
     fn new_directories_are_synced_in_their_parents() {
         let root = tempfile::tempdir().unwrap();
         let deep = root.path().join("a/b/c");
-        test_log::take();
         create_dir_all(&deep).unwrap();
         assert!(deep.is_dir());
-        assert_eq!(test_log::take(), [root.path().to_path_buf(), root.path().join("a"), root.path().join("a/b")]);
+        assert_eq!(test_log::take_under(root.path()), [root.path().to_path_buf(), root.path().join("a"), root.path().join("a/b")]);
         // Nothing new: nothing to sync.
         create_dir_all(&deep).unwrap();
-        assert!(test_log::take().is_empty());
+        assert!(test_log::take_under(root.path()).is_empty());
     }
 
     #[test]

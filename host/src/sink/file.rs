@@ -477,12 +477,11 @@ mod tests {
     fn a_new_file_is_durable_in_its_directory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/r.ndjson");
-        durable::test_log::take();
         FileSink::create("sinks.out", &path).unwrap();
-        let synced = durable::test_log::take();
+        let synced = durable::test_log::take_under(dir.path());
         assert_eq!(synced, [dir.path().to_path_buf(), dir.path().join("a"), dir.path().join("a/b")]);
         // Reopening an existing file creates no entry.
         FileSink::create("sinks.out", &path).unwrap();
-        assert!(durable::test_log::take().is_empty());
+        assert!(durable::test_log::take_under(dir.path()).is_empty());
     }
 }

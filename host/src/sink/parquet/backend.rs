@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::sink::durable;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct BackendError {
@@ -157,37 +159,20 @@ impl Staged for LocalStaged {
     }
 }
 
+/// fsync a directory (see `sink::durable`), as a backend error.
 fn sync_dir(dir: &Path) -> Result<(), BackendError> {
-    #[cfg(test)]
-    tests::SYNCED_DIRS.lock().unwrap().push(dir.to_path_buf());
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| BackendError::fatal(format!("cannot sync directory {}", dir.display()), e))
+    durable::sync_dir(dir).map_err(|e| BackendError::fatal(format!("cannot sync directory {}", dir.display()), e))
 }
 
 /// Syncs the directory holding `path`'s entry.
 fn sync_parent(path: &Path) -> Result<(), BackendError> {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => sync_dir(p),
-        _ => sync_dir(Path::new(".")),
-    }
+    sync_dir(durable::parent(path))
 }
 
 /// Creates `dir` and its missing ancestors; returns the ones it created,
-/// outermost first.
+/// outermost first (synced by the caller, batched with the file's own sync).
 fn create_dirs(dir: &Path) -> Result<Vec<PathBuf>, BackendError> {
-    let mut missing = Vec::new();
-    let mut cur = Some(dir);
-    while let Some(d) = cur.filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        missing.push(d.to_path_buf());
-        cur = d.parent();
-    }
-    if missing.is_empty() {
-        return Ok(missing);
-    }
-    std::fs::create_dir_all(dir).map_err(|e| BackendError::io(format!("cannot create {}", dir.display()), e))?;
-    missing.reverse();
-    Ok(missing)
+    durable::create_dirs(dir).map_err(|e| BackendError::io(format!("cannot create {}", dir.display()), e))
 }
 
 #[async_trait]
@@ -318,26 +303,22 @@ impl Backend for LocalBackend {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use std::sync::Mutex;
-
+mod tests {
     use super::*;
-
-    /// Every directory `sync_dir` synced (all tests of the process: filter by path).
-    pub static SYNCED_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
     #[tokio::test]
     async fn new_directories_are_synced_in_their_parents_before_finish_returns() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("table");
         let b = LocalBackend::new(&root).unwrap();
-        let synced = |p: &Path| SYNCED_DIRS.lock().unwrap().iter().any(|d| d == p);
-        assert!(synced(tmp.path()), "the new table root's entry is durable");
+        let mut synced = durable::test_log::take_under(tmp.path());
+        assert!(synced.iter().any(|d| d == tmp.path()), "the new table root's entry is durable");
         let mut f = b.create("a=1/b=x/part-1.parquet").await.unwrap();
         f.write(b"data").await.unwrap();
         f.finish(1).await.unwrap();
+        synced.extend(durable::test_log::take_under(tmp.path()));
         for dir in [root.clone(), root.join("a=1"), root.join("a=1/b=x")] {
-            assert!(synced(&dir), "{} was not synced", dir.display());
+            assert!(synced.contains(&dir), "{} was not synced", dir.display());
         }
         assert_eq!(b.staged().await.unwrap(), ["a=1/b=x/part-1.parquet"]);
     }
