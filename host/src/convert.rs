@@ -108,8 +108,8 @@ pub fn json_to_arrow_lenient(records: &JsonRecords) -> Result<(RecordBatch, Vec<
     }
     let inferred = arrow::json::reader::infer_json_schema_from_iterator(values.iter().map(Ok))
         .map_err(ConvertError::ToArrow)?;
-    let first = records.iter().find_map(|d| serde_json::from_slice::<KeyOrder>(d).ok());
-    let schema = in_document_order(inferred, first.map(|k| k.0).unwrap_or_default());
+    let first = records.iter().find_map(|d| serde_json::from_slice::<Ordered<serde::de::IgnoredAny>>(d).ok());
+    let schema = in_document_order(inferred, first.map(|k| k.0.into_iter().map(|(key, _)| key).collect()).unwrap_or_default());
     let batch = promote_timestamps(decode(&good, values.len(), Arc::new(schema))?)?;
     let marked = batch.schema().as_ref().clone().with_metadata(std::collections::HashMap::from([(INFERRED_FROM.to_owned(), "json".to_owned())]));
     let batch = batch.with_schema(Arc::new(marked)).map_err(ConvertError::ToArrow)?;
@@ -149,27 +149,28 @@ fn decode(ndjson: &[u8], rows: usize, schema: SchemaRef) -> Result<RecordBatch, 
     }
 }
 
-/// The keys of a JSON object in the order they are written (serde_json's
-/// `Value` sorts them).
-struct KeyOrder(Vec<String>);
+/// A JSON object's entries in the order they are written (serde_json's
+/// `Map` sorts them; columns should come in the document's order). With
+/// `V = IgnoredAny` only the keys are kept.
+pub(crate) struct Ordered<V>(pub Vec<(String, V)>);
 
-impl<'de> serde::Deserialize<'de> for KeyOrder {
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for Ordered<V> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = KeyOrder;
+        struct Visit<V>(std::marker::PhantomData<V>);
+        impl<'de, V: serde::Deserialize<'de>> serde::de::Visitor<'de> for Visit<V> {
+            type Value = Ordered<V>;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object")
+                f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<KeyOrder, A::Error> {
-                let mut keys = Vec::new();
-                while let Some((k, _)) = m.next_entry::<String, serde::de::IgnoredAny>()? {
-                    keys.push(k);
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Ordered<V>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(e) = m.next_entry()? {
+                    entries.push(e);
                 }
-                Ok(KeyOrder(keys))
+                Ok(Ordered(entries))
             }
         }
-        d.deserialize_map(V)
+        d.deserialize_map(Visit(std::marker::PhantomData))
     }
 }
 

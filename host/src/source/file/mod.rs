@@ -31,6 +31,7 @@ use super::rows::RowBatcher;
 use crate::dead_letter::DeadLetter;
 use super::{emit, SourceCtx, SourceError};
 use crate::batch::{Batch, Format, Origin, RecordMeta};
+use crate::convert::Ordered;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct Position {
@@ -208,10 +209,10 @@ fn ndjson_columns(spec: &FileSourceSpec) -> std::io::Result<Vec<ColumnSpec>> {
         if n == 0 {
             break;
         }
-        let Ok(Entries(obj)) = serde_json::from_slice::<Entries>(&line) else { continue };
         if len > spec.max_record_bytes.0 {
             continue;
         }
+        let Ok(Ordered::<serde_json::Value>(obj)) = serde_json::from_slice(&line) else { continue };
         seen += 1;
         for (k, v) in obj {
             let ty = match &v {
@@ -238,30 +239,6 @@ fn ndjson_columns(spec: &FileSourceSpec) -> std::io::Result<Vec<ColumnSpec>> {
         }
     }
     Ok(cols.into_iter().map(|(name, ty)| ColumnSpec { name, ty: ty.unwrap_or(ColumnType::String) }).collect())
-}
-
-/// A JSON object's entries in the order they are written (serde_json's
-/// `Map` sorts them; columns should come in the file's order).
-struct Entries(Vec<(String, serde_json::Value)>);
-
-impl<'de> Deserialize<'de> for Entries {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Entries;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Entries, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(e) = m.next_entry()? {
-                    entries.push(e);
-                }
-                Ok(Entries(entries))
-            }
-        }
-        d.deserialize_map(V)
-    }
 }
 
 impl Reader {
