@@ -17,7 +17,15 @@ pub fn check(p: &Pipeline) -> Vec<ConfigError> {
         for problem in sk.check() {
             errors.push(match problem {
                 SpecProblem::Path(e) => p.error_at(&["sinks", name, "path"], e),
-                SpecProblem::Config(e) => p.error_at(&key_named_in(p, &["sinks", name], &e), e),
+                SpecProblem::Config { key, message } => {
+                    // The key itself when the file sets it; else the sink's table.
+                    let table = ["sinks", name.as_str()];
+                    let keyed = key.map(|k| [table[0], table[1], k]);
+                    match keyed.filter(|k| crate::config::locate::has_key(&p.text, k)) {
+                        Some(k) => p.error_at(&k, message),
+                        None => p.error_at(&table, message),
+                    }
+                }
             });
         }
     }
@@ -152,27 +160,6 @@ fn checkpoint_store(p: &Pipeline) -> Vec<ConfigError> {
         Ok(_) => vec![],
         Err(e) => at(e.to_string()),
     }
-}
-
-/// The key of `table` a message is about (`partition_by is ...`), when the
-/// file sets it; else the table itself.
-fn key_named_in<'a>(p: &Pipeline, table: &[&'a str], message: &str) -> Vec<&'a str> {
-    const KEYS: [&str; 4] = [
-        "partition_by",
-        "columns",
-        "row_group_rows",
-        "keep_partition_columns",
-    ];
-    let mut key = table.to_vec();
-    let named = KEYS.into_iter().find(|k| {
-        let mut path = table.to_vec();
-        path.push(*k);
-        message.contains(*k) && crate::config::locate::has_key(&p.text, &path)
-    });
-    if let Some(k) = named {
-        key.push(k);
-    }
-    key
 }
 
 #[cfg(test)]

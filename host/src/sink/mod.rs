@@ -109,8 +109,8 @@ pub trait Sink: Send {
 pub enum SpecProblem {
     /// The `path` key.
     Path(String),
-    /// Another key of the sink's table, named in the message.
-    Config(String),
+    /// Another key of the sink's table (`None`: the table as a whole).
+    Config { key: Option<&'static str>, message: String },
 }
 
 /// Everything the rest of the host asks about a sink's kind. The closed
@@ -155,7 +155,7 @@ impl crate::config::SinkSpec {
             // `check` is what the sink's `build` runs first (schema,
             // partition columns); `check_path` what it refuses next.
             SinkSpec::Parquet(pq) => {
-                let config = pq.check().err().map(SpecProblem::Config);
+                let config = pq.check_keyed().err().map(|(key, message)| SpecProblem::Config { key, message });
                 config.into_iter().chain(pq.check_path().err().map(SpecProblem::Path)).collect()
             }
             SinkSpec::File(f) => file::check_path(&f.path, "an NDJSON file sink").err().map(SpecProblem::Path).into_iter().collect(),

@@ -147,33 +147,42 @@ impl ParquetSinkSpec {
     /// Without declared columns the partition columns are checked against
     /// the data's schema when it is fixed (see `schema::from_data`).
     pub fn check(&self) -> Result<(), String> {
+        self.check_keyed().map_err(|(_, message)| message)
+    }
+
+    /// [`check`](Self::check), with the key of the table the problem is
+    /// about (`None`: the table as a whole), for `file:line: key` errors.
+    pub fn check_keyed(&self) -> Result<(), (Option<&'static str>, String)> {
         if self.row_group_rows == 0 {
-            return Err("row_group_rows must be positive".into());
+            return Err((Some("row_group_rows"), "row_group_rows must be positive".into()));
         }
         for (i, p) in self.partition_by.iter().enumerate() {
             if self.partition_by[..i].contains(p) {
-                return Err(format!("partition_by column {p:?} is listed twice"));
+                return Err((Some("partition_by"), format!("partition_by column {p:?} is listed twice")));
             }
         }
         let Some(cols) = &self.columns else { return Ok(()) };
         if cols.is_empty() {
-            return Err("columns must declare at least one column".into());
+            return Err((Some("columns"), "columns must declare at least one column".into()));
         }
         for (i, c) in cols.iter().enumerate() {
             if cols[..i].iter().any(|o| o.name == c.name) {
-                return Err(format!("column {:?} is declared twice", c.name));
+                return Err((None, format!("column {:?} is declared twice", c.name)));
             }
         }
         for p in &self.partition_by {
             if !cols.iter().any(|c| &c.name == p) {
-                return Err(format!(
-                    "partition_by column {p:?} is not among the declared columns ({})",
-                    cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                return Err((
+                    Some("partition_by"),
+                    format!(
+                        "partition_by column {p:?} is not among the declared columns ({})",
+                        cols.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
                 ));
             }
         }
         if !self.keep_partition_columns && cols.iter().all(|c| self.partition_by.contains(&c.name)) {
-            return Err("every column is a partition column: the files would have no data columns".into());
+            return Err((None, "every column is a partition column: the files would have no data columns".into()));
         }
         Ok(())
     }
