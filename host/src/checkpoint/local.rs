@@ -42,35 +42,25 @@ pub fn probe(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
             message: e.to_string(),
         })?;
     }
+    read(dir)
+}
+
+/// The checkpoint in `dir`, if there is one.
+fn read(dir: &Path) -> Result<Option<Checkpoint>, CheckpointError> {
     let path = dir.join(NAME);
     match fs::read(&path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| CheckpointError::Corrupt {
-                    store: path.display().to_string(),
-                    message: e.to_string(),
-                })
-        }
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| CheckpointError::Corrupt { store: path.display().to_string(), message: e.to_string() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(CheckpointError::Io {
-            store: path.display().to_string(),
-            message: e.to_string(),
-        }),
+        Err(e) => Err(CheckpointError::Io { store: path.display().to_string(), message: e.to_string() }),
     }
 }
 
 #[async_trait]
 impl CheckpointStore for LocalStore {
     async fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
-        let path = self.dir.join(NAME);
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| CheckpointError::Corrupt { store: path.display().to_string(), message: e.to_string() }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(CheckpointError::Io { store: path.display().to_string(), message: e.to_string() }),
-        }
+        read(&self.dir)
     }
 
     async fn save(&self, cp: &Checkpoint) -> Result<(), CheckpointError> {
