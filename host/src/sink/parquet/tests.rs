@@ -475,6 +475,12 @@ impl Backend for Flaky {
     async fn create(&self, key: &str) -> Result<Box<dyn Staged>, BackendError> {
         Ok(Box::new(FlakyStaged { inner: self.inner.create(key).await?, b: self.clone() }))
     }
+    async fn create_chunk(&self, key: &str) -> Result<Box<dyn Staged>, BackendError> {
+        Ok(Box::new(FlakyStaged { inner: self.inner.create_chunk(key).await?, b: self.clone() }))
+    }
+    async fn read(&self, p: &Pending, range: std::ops::Range<u64>) -> Result<Vec<u8>, BackendError> {
+        self.inner.read(p, range).await
+    }
     async fn commit(&self, p: &Pending) -> Result<(), BackendError> {
         self.inner.commit(p).await
     }
