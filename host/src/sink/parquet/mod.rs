@@ -55,7 +55,7 @@ use serde::{Deserialize, Serialize};
 use self::backend::{Backend, BackendError, LocalBackend, Pending};
 use self::config::ParquetSinkSpec;
 pub use self::conform::SCHEMA_MISMATCH;
-pub use self::ddl::athena_ddl;
+pub use self::ddl::{athena_ddl, athena_ddl_with, Projection};
 use self::layout::Layout;
 pub use self::partition::NULL_PARTITION;
 use self::rolling::{OpenFile, OpenRecord};
@@ -516,6 +516,13 @@ impl ParquetSink {
         }
         Ok(())
     }
+}
+
+/// The table's schema recorded in a checkpoint token of this sink (`None`:
+/// the token has none — the sink declares `columns`, or saw no record yet).
+pub fn schema_of_token(token: &serde_json::Value) -> Result<Option<SchemaRef>, String> {
+    let t: ParquetToken = serde_json::from_value(token.clone()).map_err(|e| format!("not a parquet sink token: {e}"))?;
+    t.schema.map(|cols| schema::restore(&cols)).transpose()
 }
 
 /// `name: type, ...` for logs.
