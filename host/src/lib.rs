@@ -2,6 +2,7 @@
 //!
 //! Module map (one line each; see ARCHITECTURE.md for the invariants):
 pub(crate) mod admin; // the loopback admin endpoint (bearer token): Prometheus /metrics, JSON /status
+pub(crate) mod aws; // the AWS SDK configuration every client starts from (default chain, region/endpoint, SDK retries off)
 pub mod batch; // the batch type that flows through pipelines: json/arrow data + per-record provenance; `Rejection`, the one record-failure type
 pub mod bench; // `sluice bench`: native vs Wasm, JSON vs Arrow, end to end
 pub mod bench_kinesis; // `sluice bench-kinesis`: Kinesis source read throughput vs a bare GetRecords loop

@@ -18,13 +18,14 @@ pub fn check(p: &Pipeline) -> Vec<ConfigError> {
             errors.push(match problem {
                 SpecProblem::Path(e) => p.error_at(&["sinks", name, "path"], e),
                 SpecProblem::Config { key, message } => {
-                    // The key itself when the file sets it; else the sink's table.
-                    let table = ["sinks", name.as_str()];
-                    let keyed = key.map(|k| [table[0], table[1], k]);
-                    match keyed.filter(|k| crate::config::locate::has_key(&p.text, k)) {
-                        Some(k) => p.error_at(&k, message),
-                        None => p.error_at(&table, message),
+                    // The key itself when the file sets it (a dotted key: its
+                    // deepest part the file sets); else the sink's table.
+                    let mut path = vec!["sinks", name.as_str()];
+                    path.extend(key.into_iter().flat_map(|k| k.split('.')));
+                    while path.len() > 2 && !crate::config::locate::has_key(&p.text, &path) {
+                        path.pop();
                     }
+                    p.error_at(&path, message)
                 }
             });
         }

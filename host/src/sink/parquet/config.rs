@@ -48,6 +48,52 @@ pub struct ParquetSinkSpec {
     /// `schema.rs`), fixed at the first batch and kept in the checkpoint.
     #[serde(default)]
     pub columns: Option<Vec<ColumnSpec>>,
+    /// `[sinks.X.catalog]`: keep a table in a data catalog in step with the
+    /// files (see `catalog.rs`). Default: none.
+    #[serde(default)]
+    pub catalog: Option<CatalogSpec>,
+}
+
+/// `[sinks.X.catalog]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSpec {
+    pub glue: GlueSpec,
+}
+
+/// `glue = { database = "...", table = "..." }`: the Glue Data Catalog table
+/// of the sink. The database must exist; the table is created or updated.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlueSpec {
+    pub database: String,
+    pub table: String,
+    /// Default: the AWS chain (`AWS_REGION`, profile).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Default: the AWS chain (`AWS_ENDPOINT_URL_GLUE`, `AWS_ENDPOINT_URL`).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+impl GlueSpec {
+    /// Names Athena can query (Glue lowercases them; Athena refuses others).
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        for (key, what, name) in
+            [("catalog.glue.database", "database", &self.database), ("catalog.glue.table", "table", &self.table)]
+        {
+            let ok = !name.is_empty()
+                && name.len() <= 255
+                && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                return Err((key, format!("Glue {what} name {name:?} must be 1-255 lowercase letters, digits or underscores")));
+            }
+        }
+        if let Some(ep) = self.endpoint.as_deref().filter(|e| !e.starts_with("http://") && !e.starts_with("https://")) {
+            return Err(("catalog.glue.endpoint", format!("endpoint {ep:?} must be an http:// or https:// URL")));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -174,6 +220,9 @@ impl ParquetSinkSpec {
                 return Err((Some("partition_by"), format!("partition_by column {p:?} is listed twice")));
             }
         }
+        if let Some(c) = &self.catalog {
+            c.glue.check().map_err(|(key, message)| (Some(key), message))?;
+        }
         let Some(cols) = &self.columns else { return Ok(()) };
         if cols.is_empty() {
             return Err((Some("columns"), "columns must declare at least one column".into()));
@@ -245,5 +294,18 @@ columns = [ { name = "id", type = "string", required = true }, { name = "day", t
         // Without declared columns a partition column is checked against the data later.
         let later: ParquetSinkSpec = toml::from_str("inputs = []\npath = \"x\"\npartition_by = [\"nope\"]").unwrap();
         later.check().unwrap();
+    }
+
+    #[test]
+    fn glue_catalog_keys_are_checked() {
+        let spec = |glue: &str| toml::from_str::<ParquetSinkSpec>(&format!("inputs = []\npath = \"x\"\n[catalog]\nglue = {glue}"));
+        let ok = spec(r#"{ database = "lake", table = "trips_2", endpoint = "http://127.0.0.1:5000" }"#).unwrap();
+        assert_eq!(ok.catalog.as_ref().unwrap().glue.table, "trips_2");
+        ok.check().unwrap();
+        let key = |glue: &str| spec(glue).unwrap().check_keyed().unwrap_err().0;
+        assert_eq!(key(r#"{ database = "Lake", table = "t" }"#), Some("catalog.glue.database"));
+        assert_eq!(key(r#"{ database = "lake", table = "" }"#), Some("catalog.glue.table"));
+        assert_eq!(key(r#"{ database = "lake", table = "t", endpoint = "localhost:5000" }"#), Some("catalog.glue.endpoint"));
+        assert!(spec(r#"{ database = "lake", tabel = "t" }"#).unwrap_err().to_string().contains("tabel"));
     }
 }

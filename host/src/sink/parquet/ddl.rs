@@ -60,19 +60,10 @@ pub fn athena_ddl(spec: &ParquetSinkSpec, schema: &Schema, table: &str, location
 
 /// [`athena_ddl`], with partition projection properties when asked.
 pub fn athena_ddl_with(spec: &ParquetSinkSpec, schema: &Schema, table: &str, location: &str, projection: Option<&Projection>) -> String {
-    let col = |name: &str, ty: &DataType| format!("  `{name}` {}", hive_type(ty));
-    let data: Vec<String> = schema
-        .fields()
-        .iter()
-        .filter(|f| !spec.partition_by.contains(f.name()))
-        .map(|f| col(f.name(), f.data_type()))
-        .collect();
-    let parts: Vec<String> = spec
-        .partition_by
-        .iter()
-        .filter_map(|p| schema.field_with_name(p).ok())
-        .map(|f| col(f.name(), f.data_type()))
-        .collect();
+    let col = |(name, ty): &(String, String)| format!("  `{name}` {ty}");
+    let (data, parts) = table_columns(spec, schema);
+    let data: Vec<String> = data.iter().map(col).collect();
+    let parts: Vec<String> = parts.iter().map(col).collect();
     let location = if location.ends_with('/') { location.to_owned() } else { format!("{location}/") };
     let mut ddl = format!("CREATE EXTERNAL TABLE IF NOT EXISTS `{table}` (\n{}\n)\n", data.join(",\n"));
     if !parts.is_empty() {
@@ -86,6 +77,16 @@ pub fn athena_ddl_with(spec: &ParquetSinkSpec, schema: &Schema, table: &str, loc
     let props = if props.len() == 1 { format!("({})", props[0]) } else { format!("(\n  {}\n)", props.join(",\n  ")) };
     ddl.push_str(&format!("STORED AS PARQUET\nLOCATION '{location}'\nTBLPROPERTIES {props}"));
     ddl
+}
+
+/// The table's data columns and partition keys as (name, Hive type): data
+/// columns are the schema's minus the partition columns (Athena takes those
+/// from the directory names and rejects a column declared in both places).
+pub(crate) fn table_columns(spec: &ParquetSinkSpec, schema: &Schema) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let col = |f: &arrow::datatypes::Field| (f.name().clone(), hive_type(f.data_type()));
+    let data = schema.fields().iter().filter(|f| !spec.partition_by.contains(f.name())).map(|f| col(f)).collect();
+    let parts = spec.partition_by.iter().filter_map(|p| schema.field_with_name(p).ok()).map(col).collect();
+    (data, parts)
 }
 
 /// The Hive type name of an Arrow type (nested types recursively).

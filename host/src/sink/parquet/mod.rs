@@ -25,6 +25,10 @@
 //! Without declared `columns` the table's schema comes from the data
 //! (`schema.rs`) and is recorded in every token.
 //!
+//! With `[catalog] glue` the table is kept in the Glue Data Catalog
+//! (`catalog.rs`): checked at startup, created or updated once the schema is
+//! known, each new partition registered after its file is committed.
+//!
 //! A `write` or `prepare` that fails may have consumed part of the epoch's
 //! data (taken buffers, closed files): the sink then refuses every further
 //! `write` and `prepare` until `recover`, so a failure can only fail the run
@@ -32,6 +36,7 @@
 //! later staged files and chunks), never return success with less data.
 
 pub mod backend;
+mod catalog;
 mod concat;
 pub mod config;
 mod conform;
@@ -130,6 +135,7 @@ pub struct ParquetSink {
     committed: u64,
     /// Rows held in all open files' `held` buffers.
     held_rows: usize,
+    catalog: Option<catalog::GlueCatalog>,
 }
 
 /// The sink for `spec`. `path` is a local directory, resolved against the
@@ -142,6 +148,15 @@ pub fn build(name: &str, spec: &ParquetSinkSpec, _base_dir: &Path) -> Result<Par
     spec.check_path().map_err(config_err)?;
     let backend = LocalBackend::new(&spec.path).map_err(|e| backend_err(name, e))?;
     ParquetSink::with_backend(name, spec, Box::new(backend))
+}
+
+/// A conflicting catalog is a configuration error; a failed call fails the
+/// run (see `catalog.rs` for why that loses nothing).
+fn catalog_err(sink: &str, e: catalog::CatalogError) -> SinkError {
+    match e {
+        catalog::CatalogError::Conflict { .. } => SinkError::Config { sink: sink.to_owned(), message: e.to_string() },
+        catalog::CatalogError::Call { .. } => SinkError::Io { sink: sink.to_owned(), message: e.to_string(), retryable: false },
+    }
 }
 
 fn backend_err(sink: &str, e: BackendError) -> SinkError {
@@ -175,6 +190,7 @@ impl ParquetSink {
             next_n: 0,
             committed: 0,
             held_rows: 0,
+            catalog: spec.catalog.as_ref().map(|c| catalog::GlueCatalog::new(&c.glue, spec)),
         })
     }
 
@@ -479,7 +495,23 @@ impl ParquetSink {
         }
         // Only once the files are visible: until then a recovery may need
         // them to join the files again.
-        self.backend.discard(&t.merged).await.map_err(|e| backend_err(&self.name, e))
+        self.backend.discard(&t.merged).await.map_err(|e| backend_err(&self.name, e))?;
+        // Only once the files are visible, so a partition never lists nothing.
+        if let (Some(c), Some(l)) = (self.catalog.as_mut(), self.layout.as_ref()) {
+            let location = catalog::location_url(&self.backend.location());
+            let keys = t.files.iter().map(|p| p.key.as_str());
+            c.register(&l.declared, &location, keys).await.map_err(|e| catalog_err(&self.name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Checks (and with a known schema, creates or updates) the catalog
+    /// table before anything is committed.
+    async fn start_catalog(&mut self) -> Result<(), SinkError> {
+        let Some(c) = self.catalog.as_mut() else { return Ok(()) };
+        let location = catalog::location_url(&self.backend.location());
+        let schema = self.layout.as_ref().map(|l| l.declared.as_ref());
+        c.start(schema, &location).await.map_err(|e| catalog_err(&self.name, e))
     }
 
     fn recorded_schema_err(&self, message: String) -> SinkError {
@@ -565,6 +597,12 @@ impl Sink for ParquetSink {
         let open = match token {
             Some(token) => {
                 let t = self.parse_token(token)?;
+                // The schema first: committing registers partitions in the catalog.
+                if let (None, Some(cols)) = (&self.spec.columns, &t.schema) {
+                    let declared = schema::restore(cols).map_err(|m| self.recorded_schema_err(m))?;
+                    self.layout = Some(Layout::new(&self.spec, declared).map_err(|m| self.recorded_schema_err(m))?);
+                }
+                self.start_catalog().await?;
                 self.commit_files(&t).await?;
                 self.epoch = self.epoch.max(t.epoch + 1);
                 if let Some(g) = &t.generation {
@@ -572,13 +610,12 @@ impl Sink for ParquetSink {
                     self.generation = g.clone();
                     self.marked = true;
                 }
-                if let (None, Some(cols)) = (&self.spec.columns, &t.schema) {
-                    let declared = schema::restore(cols).map_err(|m| self.recorded_schema_err(m))?;
-                    self.layout = Some(Layout::new(&self.spec, declared).map_err(|m| self.recorded_schema_err(m))?);
-                }
                 t.open
             }
-            None => Vec::new(),
+            None => {
+                self.start_catalog().await?;
+                Vec::new()
+            }
         };
         self.next_n = 0;
         let keep: Vec<String> = open.iter().flat_map(|r| r.chunks.iter().map(|c| c.key.clone())).collect();

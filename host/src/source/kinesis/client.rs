@@ -4,44 +4,18 @@
 use std::time::Duration;
 
 use aws_sdk_kinesis::config::http::HttpResponse;
-use aws_sdk_kinesis::config::retry::RetryConfig;
-use aws_sdk_kinesis::config::timeout::TimeoutConfig;
-use aws_sdk_kinesis::config::{BehaviorVersion, Region};
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_smithy_types::event_stream::RawMessage;
 
-/// Region used with an endpoint override when nothing else names one:
-/// emulators (LocalStack, kinesis-local) accept any region and default to this.
-pub const EMULATOR_REGION: &str = "us-east-1";
+/// Region used with an endpoint override when nothing else names one.
+pub use crate::aws::EMULATOR_REGION;
 
 /// Builds a client from the AWS default chain (environment, profile, IMDS),
-/// with `region`/`endpoint` overrides. SDK-level retries are off: callers
-/// retry with `crate::retry::RetryPolicy`, so there is one policy to reason about.
+/// with `region`/`endpoint` overrides (see `crate::aws`).
 pub async fn build(region: Option<String>, endpoint: Option<&str>) -> Result<aws_sdk_kinesis::Client, String> {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(1))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                // Emulators answer GetRecords slowly on full shards; real Kinesis in milliseconds.
-                .operation_attempt_timeout(Duration::from_secs(60))
-                .build(),
-        );
-    if let Some(r) = region {
-        loader = loader.region(Region::new(r));
-    }
-    if let Some(ep) = endpoint {
-        loader = loader.endpoint_url(ep);
-    }
-    let shared = loader.load().await;
-    let mut conf = aws_sdk_kinesis::config::Builder::from(&shared);
-    if shared.region().is_none() {
-        if endpoint.is_none() {
-            return Err("no AWS region: set `region` (or --region), AWS_REGION, or a profile region".into());
-        }
-        conf = conf.region(Region::new(EMULATOR_REGION));
-    }
-    Ok(aws_sdk_kinesis::Client::from_conf(conf.build()))
+    // Emulators answer GetRecords slowly on full shards; real Kinesis in milliseconds.
+    let shared = crate::aws::sdk_config(region, endpoint, Duration::from_secs(60)).await?;
+    Ok(aws_sdk_kinesis::Client::new(&shared))
 }
 
 /// What to do about a failed call.
