@@ -223,4 +223,6 @@ pub struct StageSpec {
 pub enum SinkSpec {
     Parquet(crate::sink::parquet::config::ParquetSinkSpec),
     File(crate::sink::file::FileSinkSpec),
+    #[serde(rename = "opensearch")]
+    OpenSearch(crate::sink::opensearch::config::OpenSearchSinkSpec),
 }

@@ -46,7 +46,9 @@ pub fn destinations(p: &Pipeline) -> Vec<Destination> {
     let key = |parts: &[&str]| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut out = Vec::new();
     for (name, sk) in &p.spec.sinks {
-        let (raw, kind) = (sk.path().to_string(), sk.destination_kind());
+        // A sink writing to a service (OpenSearch) has no path to compare.
+        let Some(path) = sk.path() else { continue };
+        let (raw, kind) = (path.to_string(), sk.destination_kind());
         out.push(Destination {
             key: key(&["sinks", name, "path"]),
             raw,

@@ -155,7 +155,7 @@ pub fn describe(p: &Pipeline, plan: &Plan) -> String {
         );
     }
     for (name, sk) in &p.spec.sinks {
-        let path = sk.path();
+        let path = sk.describe_destination();
         s += &format!(
             "  sink    {name}: takes {} ← {} → {path}\n",
             sk.takes(),
