@@ -13,7 +13,9 @@
 #   opensearch.sh stop [DIR]    stop it by the java process's own PID
 #
 # DIR (default tests/.work/opensearch/suite) holds the data, logs and pid; the
-# data starts empty on every start. A second `start` while it runs prints the
+# data starts empty on every start. Disk watermarks are off: on a shared CI
+# disk past 90% OpenSearch would otherwise block index creation (and make
+# indices read-only past 95%), failing tests for a reason that is not theirs. A second `start` while it runs prints the
 # same lines again. Knobs: SLUICE_OPENSEARCH_VERSION (2.19.6),
 # SLUICE_OPENSEARCH_USER (sluice-opensearch), SLUICE_OPENSEARCH_HEAP (512m).
 set -euo pipefail
@@ -84,6 +86,7 @@ launch() {
         -Ehttp.port="$port" -Etransport.port="$tport" \
         -Epath.data="$dir/data" -Epath.logs="$dir/logs" \
         -Ecluster.name=sluice-test -Eaction.auto_create_index=true \
+        -Ecluster.routing.allocation.disk.threshold_enabled=false \
         >"$dir/log" 2>&1 </dev/null &
     SERVER_PID=$!
 }
@@ -96,11 +99,12 @@ ready() {
 # The java process's own PID when it wrote one, else the runuser wrapper (a
 # start that failed early).
 stop_dir() {
-    local dir=$1 pid i
+    local dir=$1 pid i done=""
     for f in java.pid pid; do
         [[ -f "$dir/$f" ]] || continue
         pid="$(cat "$dir/$f")"
-        [[ -n "$pid" ]] || continue
+        [[ -n "$pid" && "$pid" != "$done" ]] || continue
+        done=$pid
         if kill -0 "$pid" 2>/dev/null; then
             kill -CONT "$pid" 2>/dev/null || true  # a test may have left it stopped
             kill "$pid" 2>/dev/null || true
