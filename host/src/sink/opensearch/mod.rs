@@ -49,7 +49,11 @@ pub struct OpenSearchSink {
 }
 
 pub fn build(name: &str, spec: &OpenSearchSinkSpec) -> Result<OpenSearchSink, SinkError> {
-    spec.check_keyed().map_err(|(_, message)| SinkError::Config { sink: name.into(), message })?;
+    spec.check_keyed()
+        .map_err(|(_, message)| SinkError::Config {
+            sink: name.into(),
+            message,
+        })?;
     Ok(OpenSearchSink {
         name: name.into(),
         index: IndexPattern::parse(&spec.index).expect("checked"),
@@ -63,7 +67,11 @@ pub fn build(name: &str, spec: &OpenSearchSinkSpec) -> Result<OpenSearchSink, Si
 
 impl OpenSearchSink {
     fn err(&self, message: String) -> SinkError {
-        SinkError::Io { sink: self.name.clone(), message, retryable: false }
+        SinkError::Io {
+            sink: self.name.clone(),
+            message,
+            retryable: false,
+        }
     }
 
     /// The bulk requests for `batch`, and the records refused before sending
@@ -77,7 +85,14 @@ impl OpenSearchSink {
             None => ids::provenance_ids(batch),
             Some(_) => Vec::new(),
         };
-        let (max_records, max_bytes) = (self.spec.bulk_max_records, self.spec.bulk_max_bytes.0 as usize);
+        let (max_records, max_bytes) = (
+            balanced(
+                docs.len(),
+                self.spec.bulk_max_records,
+                self.spec.concurrency,
+            ),
+            self.spec.bulk_max_bytes.0 as usize,
+        );
         let mut chunks = vec![Chunk::default()];
         let mut refused = Vec::new();
         for i in 0..docs.len() {
@@ -86,7 +101,11 @@ impl OpenSearchSink {
                 true => match serde_json::from_slice(raw) {
                     Ok(v) => Some(v),
                     Err(e) => {
-                        refused.push(Rejection::new(i, "malformed", format!("not a JSON document: {e}")));
+                        refused.push(Rejection::new(
+                            i,
+                            "malformed",
+                            format!("not a JSON document: {e}"),
+                        ));
                         continue;
                     }
                 },
@@ -115,12 +134,18 @@ impl OpenSearchSink {
             let doc = if memchr::memchr(b'\n', raw).is_some() {
                 one_line = match &parsed {
                     Some(v) => serde_json::to_vec(v),
-                    None => serde_json::from_slice::<Value>(raw).and_then(|v| serde_json::to_vec(&v)),
+                    None => {
+                        serde_json::from_slice::<Value>(raw).and_then(|v| serde_json::to_vec(&v))
+                    }
                 };
                 match &one_line {
                     Ok(b) => b.as_slice(),
                     Err(e) => {
-                        refused.push(Rejection::new(i, "malformed", format!("not a JSON document: {e}")));
+                        refused.push(Rejection::new(
+                            i,
+                            "malformed",
+                            format!("not a JSON document: {e}"),
+                        ));
                         continue;
                     }
                 }
@@ -128,14 +153,29 @@ impl OpenSearchSink {
                 raw
             };
             let last = chunks.last_mut().expect("one chunk at least");
-            if last.len() >= max_records || (last.len() > 0 && last.body.len() + doc.len() > max_bytes) {
+            if last.len() >= max_records
+                || (last.len() > 0 && last.body.len() + doc.len() > max_bytes)
+            {
                 chunks.push(Chunk::default());
             }
-            chunks.last_mut().expect("just pushed").push(i, &index, &id, doc);
+            chunks
+                .last_mut()
+                .expect("just pushed")
+                .push(i, &index, &id, doc);
         }
         chunks.retain(|c| c.len() > 0);
         (chunks, refused)
     }
+}
+
+/// Records per bulk request for a batch of `n`: at most `max`, and the
+/// batch split into a multiple of `concurrency` equal requests, so that the
+/// requests in flight finish together (a batch of 2048 with `max` 1000 and 2
+/// in flight: 4 × 512, not 1000 + 1000 and then 48 alone).
+fn balanced(n: usize, max: usize, concurrency: usize) -> usize {
+    let requests = n.div_ceil(max.max(1)).max(1);
+    let requests = requests.div_ceil(concurrency.max(1)) * concurrency.max(1);
+    n.div_ceil(requests).clamp(1, max.max(1))
 }
 
 #[async_trait]
@@ -146,7 +186,9 @@ impl Sink for OpenSearchSink {
 
     async fn write(&mut self, batch: &Batch) -> Result<Written, SinkError> {
         if let Some(b) = &self.broken {
-            return Err(self.err(format!("an earlier write failed ({b}); the run must restart from the last checkpoint")));
+            return Err(self.err(format!(
+                "an earlier write failed ({b}); the run must restart from the last checkpoint"
+            )));
         }
         let Some(client) = &self.client else {
             return Err(self.err("write before recover (a bug in the runtime)".into()));
@@ -155,7 +197,10 @@ impl Sink for OpenSearchSink {
         let sent: usize = chunks.iter().map(Chunk::len).sum();
         let policy = self.policy;
         let results: Result<Vec<Vec<Rejection>>, String> =
-            stream::iter(chunks.into_iter().map(|c| bulk::send(client, c, &policy))).buffer_unordered(self.spec.concurrency).try_collect().await;
+            stream::iter(chunks.into_iter().map(|c| bulk::send(client, c, &policy)))
+                .buffer_unordered(self.spec.concurrency)
+                .try_collect()
+                .await;
         match results {
             Ok(r) => {
                 let server_refused: usize = r.iter().map(Vec::len).sum();
@@ -189,16 +234,37 @@ impl Sink for OpenSearchSink {
     /// puts the index template, so a bad endpoint or credentials stop the
     /// run before any record is read.
     async fn recover(&mut self, _token: Option<&Value>) -> Result<(), SinkError> {
-        let config = |message| SinkError::Config { sink: self.name.clone(), message };
+        let config = |message| SinkError::Config {
+            sink: self.name.clone(),
+            message,
+        };
         let client = Client::new(&self.spec).await.map_err(config)?;
         client.probe().await.map_err(config)?;
         if let Some(path) = &self.spec.template {
-            let name = self.spec.template_name.clone().unwrap_or_else(|| self.name.to_lowercase());
+            let name = self
+                .spec
+                .template_name
+                .clone()
+                .unwrap_or_else(|| self.name.to_lowercase());
             let body = template::load(path, &name).map_err(config)?;
             template::put(&client, &name, &body).await.map_err(config)?;
             info!(template = %name, endpoint = %client.endpoints(), "index template in place");
         }
         self.client = Some(client);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batches_are_split_into_equal_requests_per_slot() {
+        use super::balanced;
+        assert_eq!(balanced(2048, 1000, 2), 512);
+        assert_eq!(balanced(1000, 1000, 2), 500);
+        assert_eq!(balanced(10, 1000, 2), 5);
+        assert_eq!(balanced(1, 1000, 4), 1);
+        assert_eq!(balanced(5000, 1000, 1), 1000);
+        assert_eq!(balanced(0, 1000, 2), 1);
     }
 }
