@@ -5,6 +5,7 @@ pub(crate) mod admin; // the loopback admin endpoint (bearer token): Prometheus 
 pub mod batch; // the batch type that flows through pipelines: json/arrow data + per-record provenance; `Rejection`, the one record-failure type
 pub mod bench; // `sluice bench`: native vs Wasm, JSON vs Arrow, end to end
 pub mod bench_kinesis; // `sluice bench-kinesis`: Kinesis source read throughput vs a bare GetRecords loop
+pub mod bench_opensearch; // `sluice bench-opensearch`: OpenSearch sink vs a bare bulk loop, read → searchable latency
 pub mod checkpoint; // the checkpoint document and its stores (local dir; S3 with conditional writes and a lease)
 pub mod cli; // what the subcommands do (main.rs is only the clap layer)
 pub(crate) mod convert; // host-side JSON <-> Arrow batch conversion, only where neighbouring nodes disagree
