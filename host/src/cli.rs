@@ -134,6 +134,82 @@ pub fn judge_rejections(s: &RunSummary, p: &Pipeline, limit: Option<f64>) -> boo
 
 /// `sluice reset`: exit 0 when done (or nothing to do), 1 when refused or
 /// incomplete, 2 when the pipeline file is wrong.
+/// `sluice ddl`: prints the `CREATE EXTERNAL TABLE` of a Parquet sink.
+pub fn ddl(file: &Path, sink: &str, table: Option<&str>, projection: bool) -> i32 {
+    let p = match config::load(file) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
+    match ddl_text(&p, sink, table, projection) {
+        Ok(text) => {
+            println!("{text};");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_CONFIG
+        }
+    }
+}
+
+fn ddl_text(p: &Pipeline, sink: &str, table: Option<&str>, projection: bool) -> Result<String, String> {
+    use crate::config::SinkSpec;
+    use crate::sink::parquet;
+    let parquet_sinks = || {
+        p.spec.sinks.iter().filter(|(_, s)| matches!(s, SinkSpec::Parquet(_))).map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+    };
+    let spec = match p.spec.sinks.get(sink) {
+        Some(SinkSpec::Parquet(s)) => s,
+        Some(_) => return Err(format!("sink {sink} is not a parquet sink (parquet sinks: {})", parquet_sinks())),
+        None => return Err(format!("{} has no sink {sink} (parquet sinks: {})", p.file.display(), parquet_sinks())),
+    };
+    let schema = match spec.declared_schema() {
+        Some(s) => s,
+        None => {
+            // The schema was taken from the data: the checkpoint records it.
+            let dir = &p.spec.checkpoint.dir;
+            let missing = || format!("sink {sink} declares no `columns` and its checkpoint in {dir} records no schema yet: run the pipeline once, or declare `columns`");
+            if dir.starts_with("s3://") {
+                return Err(format!("sink {sink} declares no `columns`; reading its schema from an S3 checkpoint is not supported: declare `columns`"));
+            }
+            let cp = crate::checkpoint::local::probe(Path::new(dir)).map_err(|e| e.to_string())?.ok_or_else(missing)?;
+            let token = cp.nodes.get(&format!("sinks.{sink}")).ok_or_else(missing)?;
+            parquet::schema_of_token(token)?.ok_or_else(missing)?
+        }
+    };
+    let location = if spec.path.starts_with("s3://") {
+        spec.path.clone()
+    } else {
+        let abs = std::path::absolute(&spec.path).map_err(|e| format!("{}: {e}", spec.path))?;
+        format!("file://{}", abs.display())
+    };
+    let proj = projection.then(|| parquet::Projection { seen: partition_values(&spec.path, &spec.partition_by) });
+    Ok(parquet::athena_ddl_with(spec, &schema, table.unwrap_or(sink), &location, proj.as_ref()))
+}
+
+/// Partition values found under a local table (empty for S3 or no data).
+fn partition_values(root: &str, partition_by: &[String]) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut seen: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
+    let mut level = vec![PathBuf::from(root)];
+    for col in partition_by {
+        let mut next = Vec::new();
+        for dir in level {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(v) = name.strip_prefix(&format!("{col}=")) {
+                    seen.entry(col.clone()).or_default().insert(v.to_owned());
+                    next.push(e.path());
+                }
+            }
+        }
+        level = next;
+    }
+    seen.into_iter().map(|(k, v)| (k, v.into_iter().collect())).collect()
+}
+
 pub async fn reset(file: &Path, yes: bool) -> i32 {
     let p = match config::load(file) {
         Ok(p) => p,

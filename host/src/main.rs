@@ -56,6 +56,21 @@ enum Cmd {
     },
     /// Check a pipeline file and its plugins without running it.
     Validate { pipeline: PathBuf },
+    /// Print the Athena (Hive) CREATE EXTERNAL TABLE of a Parquet sink.
+    Ddl {
+        pipeline: PathBuf,
+        /// The sink (`[sinks.NAME]`).
+        #[arg(long)]
+        sink: String,
+        /// Table name (default: the sink's name).
+        #[arg(long)]
+        table: Option<String>,
+        /// Add partition projection properties (no MSCK REPAIR or crawler
+        /// needed): calendar ranges for month/day/hour, ranges or values
+        /// found under a local table, `injected` otherwise.
+        #[arg(long)]
+        projection: bool,
+    },
     /// Generate sample data.
     Gen {
         #[command(subcommand)]
@@ -121,6 +136,7 @@ fn main() {
                 cli::run(&pipeline, &opts).await
             }
             Cmd::Reset { pipeline, yes } => cli::reset(&pipeline, yes).await,
+            Cmd::Ddl { pipeline, sink, table, projection } => cli::ddl(&pipeline, &sink, table.as_deref(), projection),
             Cmd::Validate { pipeline } => match cli::prepare(&pipeline) {
                 Ok((p, plan)) => {
                     print!("{}", sluice::pipeline::plan::describe(&p, &plan));

@@ -5,13 +5,21 @@
 //! completed on commit, aborted on discard) is another implementation of the
 //! same two traits.
 //!
+//! Besides staged objects a backend keeps *chunks*: the pieces a Parquet
+//! file is built from while it spans checkpoints (see `rolling.rs`). A chunk
+//! is written like a staged object but never committed: once finished it
+//! must be durable and readable back (`read`), and it is listed by `staged`
+//! and removed by `discard` like a staged object, so recovery cleans up
+//! chunks no checkpoint names.
+//!
 //! Errors of `Staged::write` and of every fsync are never retryable: a write
 //! may have gone half-way, and on Linux a repeated fsync can report success
 //! after the kernel dropped the dirty pages. Renames, listings and removals
 //! are idempotent and keep the usual classification.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -65,6 +73,20 @@ pub trait Backend: Send + Sync {
     /// Where the table lives, for messages and DDL (`/data/trips`, `s3://b/p`).
     fn location(&self) -> String;
     async fn create(&self, key: &str) -> Result<Box<dyn Staged>, BackendError>;
+    /// Starts a chunk: an object written like a staged one (`Staged::write`
+    /// in order, then `finish`) that is never committed. When `finish`
+    /// returns it must be durable *and* readable through [`read`](Self::read)
+    /// (S3: a multipart upload cannot be read, so `finish` completes it
+    /// under a key readers skip — a path segment starting with `.` or `_` —
+    /// or the chunk is a single PUT). `staged` lists chunks by `key` and
+    /// `discard` removes them, like staged objects. `key` is unique: the
+    /// sink never creates the same chunk twice except to redo an attempt
+    /// that no checkpoint names, which may replace it.
+    async fn create_chunk(&self, key: &str) -> Result<Box<dyn Staged>, BackendError>;
+    /// Bytes `range` of a finished chunk (`pending` as its `finish`
+    /// returned it). Idempotent (S3: a ranged GET, retried inside like any
+    /// request); a short object is an error naming the chunk.
+    async fn read(&self, pending: &Pending, range: Range<u64>) -> Result<Vec<u8>, BackendError>;
     /// Makes a finished object visible. Idempotent: committing an object that
     /// is already visible succeeds. Never replaces a different visible object.
     async fn commit(&self, pending: &Pending) -> Result<(), BackendError>;
@@ -194,6 +216,27 @@ impl Backend for LocalBackend {
         Ok(Box::new(LocalStaged { key: key.to_owned(), staging_key, path, file, bytes: 0, new_dirs }))
     }
 
+    async fn create_chunk(&self, key: &str) -> Result<Box<dyn Staged>, BackendError> {
+        // A finished staged file is durable and readable in place: a chunk is
+        // one that is never renamed.
+        self.create(key).await
+    }
+
+    async fn read(&self, p: &Pending, range: Range<u64>) -> Result<Vec<u8>, BackendError> {
+        let staging = p.staging.as_str().map(String::from).unwrap_or_else(|| Self::staging_key(&p.key));
+        let path = self.root.join(staging);
+        tokio::task::spawn_blocking(move || {
+            let what = || format!("cannot read bytes {}..{} of chunk {}", range.start, range.end, path.display());
+            let mut file = File::open(&path).map_err(|e| BackendError::io(what(), e))?;
+            file.seek(SeekFrom::Start(range.start)).map_err(|e| BackendError::io(what(), e))?;
+            let mut buf = vec![0; (range.end - range.start) as usize];
+            file.read_exact(&mut buf).map_err(|e| BackendError::io(what(), e))?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| BackendError { message: format!("read task failed: {e}"), retryable: true })?
+    }
+
     async fn commit(&self, p: &Pending) -> Result<(), BackendError> {
         let staging = p.staging.as_str().map(String::from).unwrap_or_else(|| Self::staging_key(&p.key));
         let from = self.root.join(&staging);
@@ -321,5 +364,19 @@ mod tests {
             assert!(synced.contains(&dir), "{} was not synced", dir.display());
         }
         assert_eq!(b.staged().await.unwrap(), ["a=1/b=x/part-1.parquet"]);
+    }
+
+    #[tokio::test]
+    async fn a_finished_chunk_reads_back_and_is_discarded_like_a_staged_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(tmp.path()).unwrap();
+        let mut c = b.create_chunk("a=1/part-1.parquet.chunk-00000002").await.unwrap();
+        c.write(b"0123456789").await.unwrap();
+        let p = c.finish(3).await.unwrap();
+        assert_eq!(b.read(&p, 2..6).await.unwrap(), b"2345");
+        assert!(b.read(&p, 8..12).await.is_err(), "reading past the end is an error");
+        assert_eq!(b.staged().await.unwrap(), ["a=1/part-1.parquet.chunk-00000002"]);
+        b.discard(&["a=1/part-1.parquet.chunk-00000002".to_owned()]).await.unwrap();
+        assert!(b.staged().await.unwrap().is_empty());
     }
 }

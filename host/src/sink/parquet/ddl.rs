@@ -1,5 +1,7 @@
 //! The Athena (Hive) DDL of a sink's table, what Glue's crawler would have made.
 
+use std::collections::BTreeMap;
+
 use arrow::datatypes::{DataType, Schema};
 
 use super::config::ParquetSinkSpec;
@@ -8,7 +10,56 @@ use super::config::ParquetSinkSpec;
 /// schema (declared, or fixed from the data). Data columns are the schema's
 /// columns minus the partition columns (Athena takes those from the directory
 /// names and rejects a column declared in both places).
+/// Partition projection (Athena computes partitions from these properties,
+/// so no `MSCK REPAIR TABLE` or crawler is needed).
+#[derive(Debug, Clone, Default)]
+pub struct Projection {
+    /// Values seen per partition column (from listing a local table); a
+    /// column without any is `injected` (queries must filter on it).
+    pub seen: BTreeMap<String, Vec<String>>,
+}
+
+/// Columns whose partition values are written with two digits (see
+/// `partition.rs`), with their calendar range.
+const CALENDAR: [(&str, &str); 3] = [("month", "1,12"), ("day", "1,31"), ("hour", "0,23")];
+
+impl Projection {
+    fn properties(&self, spec: &ParquetSinkSpec, schema: &Schema, location: &str) -> Vec<(String, String)> {
+        let mut props = vec![("projection.enabled".to_owned(), "true".to_owned())];
+        let mut template = location.trim_end_matches('/').to_owned();
+        for p in &spec.partition_by {
+            let Ok(field) = schema.field_with_name(p) else { continue };
+            let integer = matches!(field.data_type(), DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64);
+            let key = |k: &str| format!("projection.{p}.{k}");
+            let seen = self.seen.get(p).filter(|v| !v.is_empty());
+            if let (true, Some((_, range))) = (integer, CALENDAR.iter().find(|(c, _)| c == p)) {
+                props.push((key("type"), "integer".into()));
+                props.push((key("range"), (*range).into()));
+                props.push((key("digits"), "2".into()));
+            } else if let (true, Some(vals)) = (integer, seen) {
+                let nums: Vec<i64> = vals.iter().filter_map(|v| v.parse().ok()).collect();
+                let (lo, hi) = (nums.iter().min().copied().unwrap_or(0), nums.iter().max().copied().unwrap_or(0));
+                props.push((key("type"), "integer".into()));
+                props.push((key("range"), format!("{lo},{hi}")));
+            } else if let Some(vals) = seen.filter(|v| v.len() <= 1000) {
+                props.push((key("type"), "enum".into()));
+                props.push((key("values"), vals.join(",")));
+            } else {
+                props.push((key("type"), "injected".into()));
+            }
+            template.push_str(&format!("/{p}=${{{p}}}"));
+        }
+        props.push(("storage.location.template".into(), format!("{template}/")));
+        props
+    }
+}
+
 pub fn athena_ddl(spec: &ParquetSinkSpec, schema: &Schema, table: &str, location: &str) -> String {
+    athena_ddl_with(spec, schema, table, location, None)
+}
+
+/// [`athena_ddl`], with partition projection properties when asked.
+pub fn athena_ddl_with(spec: &ParquetSinkSpec, schema: &Schema, table: &str, location: &str, projection: Option<&Projection>) -> String {
     let col = |name: &str, ty: &DataType| format!("  `{name}` {}", hive_type(ty));
     let data: Vec<String> = schema
         .fields()
@@ -27,10 +78,13 @@ pub fn athena_ddl(spec: &ParquetSinkSpec, schema: &Schema, table: &str, location
     if !parts.is_empty() {
         ddl.push_str(&format!("PARTITIONED BY (\n{}\n)\n", parts.join(",\n")));
     }
-    ddl.push_str(&format!(
-        "STORED AS PARQUET\nLOCATION '{location}'\nTBLPROPERTIES ('parquet.compression'='{}')",
-        spec.compression.table_property()
-    ));
+    let mut props = vec![("parquet.compression".to_owned(), spec.compression.table_property().to_owned())];
+    if let Some(p) = projection.filter(|_| !spec.partition_by.is_empty()) {
+        props.extend(p.properties(spec, schema, &location));
+    }
+    let props: Vec<String> = props.iter().map(|(k, v)| format!("'{k}'='{}'", v.replace('\'', "''"))).collect();
+    let props = if props.len() == 1 { format!("({})", props[0]) } else { format!("(\n  {}\n)", props.join(",\n  ")) };
+    ddl.push_str(&format!("STORED AS PARQUET\nLOCATION '{location}'\nTBLPROPERTIES {props}"));
     ddl
 }
 
@@ -88,5 +142,22 @@ mod tests {
         assert!(ddl.ends_with(
             "STORED AS PARQUET\nLOCATION 's3://lake/weather/'\nTBLPROPERTIES ('parquet.compression'='SNAPPY')"
         ), "{ddl}");
+
+        let mut seen = BTreeMap::new();
+        seen.insert("station".to_owned(), vec!["KJFK".to_owned(), "KLGA".to_owned()]);
+        let ddl = athena_ddl_with(&spec, &schema, "weather", "s3://lake/weather", Some(&Projection { seen }));
+        for p in [
+            "'projection.enabled'='true'",
+            "'projection.station.type'='enum'",
+            "'projection.station.values'='KJFK,KLGA'",
+            "'projection.month.type'='integer'",
+            "'projection.month.range'='1,12'",
+            "'projection.month.digits'='2'",
+            "'storage.location.template'='s3://lake/weather/station=${station}/month=${month}/'",
+        ] {
+            assert!(ddl.contains(p), "{p} missing:\n{ddl}");
+        }
+        let ddl = athena_ddl_with(&spec, &schema, "weather", "s3://lake/weather", Some(&Projection::default()));
+        assert!(ddl.contains("'projection.station.type'='injected'"), "{ddl}");
     }
 }
