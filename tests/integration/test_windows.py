@@ -7,7 +7,8 @@ kill -9, plugin upgrades, and bad timing:
   lateness bound are in the DLQ (code `late`) and nowhere else;
 - a plugin with a higher state-version migrates a checkpoint written by
   the older one; a failing migration exits non-zero, says why, and leaves
-  the checkpoint byte for byte as it was;
+  the checkpoint byte for byte as it was; the new version's keyed state
+  (written in `finish`) is checkpointed with the windows;
 - a window table on a transform, or an aggregate without one, is a config
   error with file, line and key."""
 
@@ -143,6 +144,13 @@ def test_a_higher_state_version_migrates_the_checkpointed_windows(sluice, tmp_pa
     got = {(x["windowStartMs"], x["key"]): x["count"] for x in counts(out)}
     assert got == dict(want), "counts after the migration differ from Python's"
     assert len(counts(out)) == len(got), "an id came out twice"
+    # v2 numbers the windows it finishes in the stage's keyed state (the
+    # aggregator world's `state` import): 1, 2, ... in firing order, and the
+    # checkpoint holds the last number.
+    numbers = [x["finished"] for x in counts(out) if "finished" in x]
+    assert numbers == list(range(1, len(numbers) + 1)) and numbers, numbers[:10]
+    keyed = dict(json.loads(cp.read_text())["nodes"][STAGE]["keyed"])
+    assert int.from_bytes(bytes.fromhex(keyed[b"finished".hex()]), "little") == numbers[-1]
 
 
 def open_windows(cp) -> int:

@@ -5,7 +5,9 @@
 //! Built with the `v2` feature (the `count-aggregate-v2` crate) it is the
 //! same plugin at state-version 1, whose state is `c2` + the count as 8
 //! big-endian bytes: it migrates version-0 states, or refuses to when its
-//! config says `fail_migrate = true` (tests of upgrades use both).
+//! config says `fail_migrate = true` (tests of upgrades use both). It also
+//! numbers the windows it finished (`finished`), kept in the stage's keyed
+//! state: the aggregator world's `state` import at work.
 
 use serde::Deserialize;
 use sluice_plugin_sdk::{
@@ -111,6 +113,22 @@ impl Aggregate for Count {
             "key": String::from_utf8_lossy(&key),
             "count": count(Some(&state)),
         });
+        #[cfg(feature = "v2")]
+        let doc = {
+            // v2 also numbers the windows it finished, in the stage's keyed
+            // state: a running number that is only right if `finish` writes
+            // persist (and count once) across restarts.
+            let mut doc = doc;
+            let n = sluice_plugin_sdk::state::get_many(&[b"finished".to_vec()])[0]
+                .as_deref()
+                .and_then(|v| v.try_into().ok())
+                .map(u64::from_le_bytes)
+                .unwrap_or(0)
+                + 1;
+            sluice_plugin_sdk::state::put_many(&[(b"finished".to_vec(), n.to_le_bytes().to_vec())]);
+            doc["finished"] = n.into();
+            doc
+        };
         serde_json::to_vec(&doc).ok()
     }
 

@@ -39,7 +39,7 @@ pub mod store;
 mod tests;
 pub mod watermark;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -320,10 +320,12 @@ impl AggregateNode {
         let lateness = self.windowing.allowed_lateness;
         let kind = self.windowing.kind;
         let mut late = Vec::new();
-        let mut groups: BTreeMap<WinKey, Vec<Vec<u8>>> = BTreeMap::new();
+        // Hashed while grouping, sorted once for the call (a deterministic order).
+        let mut groups: HashMap<WinKey, Vec<Vec<u8>>> = HashMap::new();
+        let any_records = !ex.records.is_empty();
         let mut sessions: HashMap<Vec<u8>, Vec<Work>> = HashMap::new();
         let mut spans = Vec::new();
-        for r in ex.records.iter() {
+        for r in ex.records.into_iter() {
             let t = r.event_time_ms;
             part_max = part_max.max(t);
             let wm = self.marks.with(part_max, others);
@@ -366,22 +368,26 @@ impl AggregateNode {
                             w.originals.extend(p.originals);
                             w.values.extend(p.values);
                         }
-                        w.values.push(r.value.clone());
+                        w.values.push(r.value);
                         works.push(w);
                         Ok(())
                     }
                 }
                 _ => {
                     fixed_windows(kind, t, &mut spans);
-                    let mut any = false;
-                    for s in spans.iter().filter(|s| s.end > closed) {
-                        groups
-                            .entry(WinKey::new(*s, r.key.clone()))
-                            .or_default()
-                            .push(r.value.clone());
-                        any = true;
+                    let open = spans.iter().filter(|s| s.end > closed).count();
+                    // The last window takes the record's key and value, the others copies
+                    // (a tumbling window allocates nothing per record here).
+                    let (mut key, mut value) = (Some(r.key), Some(r.value));
+                    for (i, s) in spans.iter().filter(|s| s.end > closed).enumerate() {
+                        let (k, v) = if i + 1 == open {
+                            (key.take().expect("once"), value.take().expect("once"))
+                        } else {
+                            (key.clone().expect("kept"), value.clone().expect("kept"))
+                        };
+                        groups.entry(WinKey::new(*s, k)).or_default().push(v);
                     }
-                    if any {
+                    if open > 0 {
                         Ok(())
                     } else {
                         Err(spans[0])
@@ -405,6 +411,8 @@ impl AggregateNode {
         }
         let mut updates = Vec::new();
         if !groups.is_empty() {
+            let mut groups: Vec<(WinKey, Vec<Vec<u8>>)> = groups.into_iter().collect();
+            groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             let wit: Vec<types::Group> = groups
                 .into_iter()
                 .map(|(k, values)| types::Group {
@@ -441,7 +449,7 @@ impl AggregateNode {
             .into_iter()
             .map(wire::from_wit_rejection)
             .collect();
-        let part_max = (!ex.records.is_empty()).then_some(part_max);
+        let part_max = any_records.then_some(part_max);
         Ok(Delta {
             rejected,
             late,

@@ -304,14 +304,20 @@ fn the_state_bound_stops_the_stage_with_a_clear_error() {
 #[test]
 #[ignore]
 fn bench_aggregate_stage() {
-    let n: usize = std::env::var("SLUICE_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let n: usize = std::env::var("SLUICE_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     for keys in [1_000usize, n] {
         let mut h = harness(windowing(WindowKind::Tumbling { size: 3_600_000 }, 0), None);
         let batches: Vec<Batch> = (0..n)
             .collect::<Vec<_>>()
             .chunks(2048)
             .map(|c| {
-                let docs: Vec<String> = c.iter().map(|i| format!(r#"{{"k":"key{}","t":{}}}"#, i % keys, i)).collect();
+                let docs: Vec<String> = c
+                    .iter()
+                    .map(|i| format!(r#"{{"k":"key{}","t":{}}}"#, i % keys, i))
+                    .collect();
                 let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
                 Batch::json_docs("sources.in", &docs)
             })
@@ -339,7 +345,10 @@ fn bench_aggregate_stage() {
         let encode = t0.elapsed();
         let json = serde_json::to_vec(&saved).unwrap();
         let t1 = std::time::Instant::now();
-        let restored = harness(windowing(WindowKind::Tumbling { size: 3_600_000 }, 0), Some(&saved));
+        let restored = harness(
+            windowing(WindowKind::Tumbling { size: 3_600_000 }, 0),
+            Some(&saved),
+        );
         let restore = t1.elapsed();
         assert_eq!(restored.node.store.len(), h.node.store.len());
         println!(
