@@ -364,3 +364,20 @@ fn bench_aggregate_stage() {
         );
     }
 }
+
+#[test]
+fn early_results_share_the_final_id_and_leave_state_alone() {
+    let mut h = harness(windowing(WindowKind::Tumbling { size: 100 }, 0), None);
+    h.node.process(batch(&[("a", 10), ("a", 20)])).unwrap();
+    h.node.emit_early().unwrap();
+    let early = received(&mut h.out);
+    assert_eq!(counts(&early), [(0, r#""a""#.into(), 2)]);
+    h.node.process(batch(&[("a", 30), ("b", 150)])).unwrap();
+    let last = received(&mut h.out);
+    assert_eq!(
+        counts(&last),
+        [(0, r#""a""#.into(), 3)],
+        "the window stayed open and kept counting"
+    );
+    assert_eq!(early[0]["id"], last[0]["id"]);
+}
