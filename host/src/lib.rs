@@ -12,7 +12,7 @@ pub(crate) mod convert; // host-side JSON <-> Arrow batch conversion, only where
 pub mod config; // pipeline TOML: interpolation, typed model, validation with file:line:key errors
 pub mod dead_letter; // a record given up on (node, code, message, provenance, bytes as it arrived), carried to the DLQ sink
 pub mod gen; // deterministic synthetic NYC taxi trips (CSV/NDJSON, labelled defects) for `sluice gen` and the generator source
-pub mod pipeline; // runtime: node tasks, edges with backpressure, barriers, checkpoint coordinator
+pub mod pipeline; // runtime: node tasks, edges with backpressure, barriers, checkpoint coordinator, windowed aggregate stages
 pub(crate) mod plugin; // wasmtime engine, compiled-component cache, sandbox, per-stage instances
 pub mod produce; // `sluice produce`: CSV/NDJSON file -> Kinesis PutRecords (retries, KPL aggregation, progress)
 pub mod retry; // the one retry policy: exponential backoff, full jitter, bounded
