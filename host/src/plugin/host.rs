@@ -185,7 +185,7 @@ pub fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>, PluginErro
     let err = |e: wasmtime::Error| PluginError::Load { plugin: "<linker>".into(), message: e.to_string() };
     wasmtime_wasi::p2::add_to_linker_sync(&mut l).map_err(err)?;
     transformer::Transformer::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(err)?;
-    // The aggregator world imports only `log`, already linked above.
+    // The aggregator world imports `log` and `state`, both linked above.
     let _ = aggregator::Aggregator::add_to_linker::<HostState, HasSelf<HostState>>;
     Ok(l)
 }
