@@ -33,7 +33,10 @@ impl Trip {
 
     pub fn decode(b: &[u8]) -> Result<Trip, String> {
         if b.len() != TRIP_BYTES || b[28] > 23 {
-            return Err(format!("a trip value is {TRIP_BYTES} bytes with an hour 0-23, got {} bytes", b.len()));
+            return Err(format!(
+                "a trip value is {TRIP_BYTES} bytes with an hour 0-23, got {} bytes",
+                b.len()
+            ));
         }
         let i64_at = |o: usize| i64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
         let i32_at = |o: usize| i32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
@@ -78,7 +81,10 @@ impl WindowStats {
     }
 
     /// Adds encoded trips (the `values` of a group).
-    pub fn add_encoded<'a>(&mut self, values: impl IntoIterator<Item = &'a [u8]>) -> Result<(), String> {
+    pub fn add_encoded<'a>(
+        &mut self,
+        values: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<(), String> {
         for v in values {
             self.add(&Trip::decode(v)?);
         }
@@ -101,7 +107,13 @@ impl WindowStats {
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(FIXED + 8);
         b.extend_from_slice(&self.trips.to_le_bytes());
-        for v in [self.passengers, self.duration_s, self.distance_mm, self.lat_e7, self.lon_e7] {
+        for v in [
+            self.passengers,
+            self.duration_s,
+            self.distance_mm,
+            self.lat_e7,
+            self.lon_e7,
+        ] {
             b.extend_from_slice(&v.to_le_bytes());
         }
         for (h, &n) in self.hours.iter().enumerate().filter(|(_, n)| **n > 0) {
@@ -136,7 +148,10 @@ impl WindowStats {
     }
 
     /// `state` (none for a new group) plus `values`, encoded.
-    pub fn accumulate<'a>(state: Option<&[u8]>, values: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<u8>, String> {
+    pub fn accumulate<'a>(
+        state: Option<&[u8]>,
+        values: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<u8>, String> {
         let mut s = match state {
             Some(b) => WindowStats::decode(b)?,
             None => WindowStats::default(),
@@ -189,7 +204,9 @@ impl Baseline {
     }
 
     pub fn decode(b: &[u8]) -> Result<Baseline, String> {
-        let b: &[u8; 24] = b.try_into().map_err(|_| format!("a baseline is 24 bytes, got {}", b.len()))?;
+        let b: &[u8; 24] = b
+            .try_into()
+            .map_err(|_| format!("a baseline is 24 bytes, got {}", b.len()))?;
         let word = |i: usize| <[u8; 8]>::try_from(&b[i * 8..i * 8 + 8]).expect("8 bytes");
         Ok(Baseline {
             windows: u64::from_le_bytes(word(0)),
@@ -201,11 +218,19 @@ impl Baseline {
     /// The baseline after one more window whose average is `x`.
     pub fn update(self, x: f64, alpha: f64) -> Baseline {
         if self.windows == 0 {
-            return Baseline { windows: 1, mean: x, var: 0.0 };
+            return Baseline {
+                windows: 1,
+                mean: x,
+                var: 0.0,
+            };
         }
         let diff = x - self.mean;
         let incr = alpha * diff;
-        Baseline { windows: self.windows + 1, mean: self.mean + incr, var: (1.0 - alpha) * (self.var + diff * incr) }
+        Baseline {
+            windows: self.windows + 1,
+            mean: self.mean + incr,
+            var: (1.0 - alpha) * (self.var + diff * incr),
+        }
     }
 }
 
@@ -234,12 +259,19 @@ mod tests {
             s.add(&trip(i));
         }
         assert_eq!(WindowStats::decode(&s.encode()).unwrap(), s);
-        assert_eq!(WindowStats::decode(&WindowStats::default().encode()).unwrap(), WindowStats::default());
+        assert_eq!(
+            WindowStats::decode(&WindowStats::default().encode()).unwrap(),
+            WindowStats::default()
+        );
         assert!(WindowStats::decode(&[1; 10]).is_err());
         let mut bad = s.encode();
         bad.extend_from_slice(&[24, 1]); // hour 24
         assert!(WindowStats::decode(&bad).is_err());
-        let b = Baseline { windows: 3, mean: 412.5, var: 17.25 };
+        let b = Baseline {
+            windows: 3,
+            mean: 412.5,
+            var: 17.25,
+        };
         assert_eq!(Baseline::decode(&b.encode()).unwrap(), b);
     }
 
@@ -249,7 +281,9 @@ mod tests {
         let all = WindowStats::accumulate(None, values.iter().map(|v| &v[..])).unwrap();
         let mut state: Option<Vec<u8>> = None;
         for chunk in values.rchunks(37) {
-            state = Some(WindowStats::accumulate(state.as_deref(), chunk.iter().map(|v| &v[..])).unwrap());
+            state = Some(
+                WindowStats::accumulate(state.as_deref(), chunk.iter().map(|v| &v[..])).unwrap(),
+            );
         }
         assert_eq!(state.unwrap(), all);
     }
@@ -258,7 +292,10 @@ mod tests {
     fn one_minute_state_is_small_and_peak_hour_breaks_ties_early() {
         let mut s = WindowStats::default();
         for _ in 0..100 {
-            s.add(&Trip { hour: 17, ..trip(0) });
+            s.add(&Trip {
+                hour: 17,
+                ..trip(0)
+            });
         }
         assert_eq!(s.encode().len(), 48 + 2);
         s.hours[3] = 100;

@@ -46,7 +46,12 @@ pub struct StatsConfig {
 
 impl Default for StatsConfig {
     fn default() -> Self {
-        Self { location_min_trips: 5, location_decimals: 2, baseline_alpha: 0.1, baseline_min_windows: 5 }
+        Self {
+            location_min_trips: 5,
+            location_decimals: 2,
+            baseline_alpha: 0.1,
+            baseline_min_windows: 5,
+        }
     }
 }
 
@@ -66,7 +71,10 @@ impl StatsConfig {
             ));
         }
         if !(self.baseline_alpha > 0.0 && self.baseline_alpha <= 1.0) {
-            return Err(format!("baseline_alpha must be in (0, 1], got {}", self.baseline_alpha));
+            return Err(format!(
+                "baseline_alpha must be in (0, 1], got {}",
+                self.baseline_alpha
+            ));
         }
         Ok(())
     }
@@ -80,10 +88,22 @@ mod tests {
     fn config_checks_refuse_leaky_or_meaningless_settings() {
         assert!(StatsConfig::default().check().is_ok());
         for bad in [
-            StatsConfig { location_min_trips: 1, ..Default::default() },
-            StatsConfig { location_decimals: 4, ..Default::default() },
-            StatsConfig { baseline_alpha: 0.0, ..Default::default() },
-            StatsConfig { baseline_alpha: f64::NAN, ..Default::default() },
+            StatsConfig {
+                location_min_trips: 1,
+                ..Default::default()
+            },
+            StatsConfig {
+                location_decimals: 4,
+                ..Default::default()
+            },
+            StatsConfig {
+                baseline_alpha: 0.0,
+                ..Default::default()
+            },
+            StatsConfig {
+                baseline_alpha: f64::NAN,
+                ..Default::default()
+            },
         ] {
             assert!(bad.check().is_err(), "{bad:?}");
         }

@@ -41,7 +41,12 @@ const MIN_SD_S: f64 = 1.0;
 /// The report of one window of `vendor`, and the baseline to keep for the
 /// vendor's next window. `None` for a window without trips (never produced
 /// by the host, which only finishes groups that received values).
-pub fn report(cfg: &StatsConfig, vendor: &str, s: &WindowStats, baseline: Baseline) -> Option<(Report, Baseline)> {
+pub fn report(
+    cfg: &StatsConfig,
+    vendor: &str,
+    s: &WindowStats,
+    baseline: Baseline,
+) -> Option<(Report, Baseline)> {
     if s.trips == 0 {
         return None;
     }
@@ -54,8 +59,10 @@ pub fn report(cfg: &StatsConfig, vendor: &str, s: &WindowStats, baseline: Baseli
     };
     let scale = 10f64.powi(cfg.location_decimals as i32);
     let round = |sum_e7: i64| ((sum_e7 as f64 / n / 1e7) * scale).round() / scale;
-    let pickup_location =
-        (s.trips >= cfg.location_min_trips).then(|| Location { lat: round(s.lat_e7), lon: round(s.lon_e7) });
+    let pickup_location = (s.trips >= cfg.location_min_trips).then(|| Location {
+        lat: round(s.lat_e7),
+        lon: round(s.lon_e7),
+    });
     let r = Report {
         vendor_id: vendor.to_owned(),
         trip_count: s.trips,
@@ -93,25 +100,63 @@ mod tests {
     #[test]
     fn reports_sums_averages_and_a_masked_location() {
         let cfg = StatsConfig::default();
-        let (r, b) = report(&cfg, "2", &window(&[100, 200, 300, 400, 500]), Baseline::default()).unwrap();
-        assert_eq!((r.vendor_id.as_str(), r.trip_count, r.passenger_count, r.total_duration_s), ("2", 5, 10, 1500));
-        assert_eq!((r.avg_duration_s, r.avg_distance, r.peak_pickup_hour), (300.0, 2.002, 9));
-        assert_eq!(r.pickup_location, Some(Location { lat: 40.75, lon: -73.99 }));
+        let (r, b) = report(
+            &cfg,
+            "2",
+            &window(&[100, 200, 300, 400, 500]),
+            Baseline::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.vendor_id.as_str(),
+                r.trip_count,
+                r.passenger_count,
+                r.total_duration_s
+            ),
+            ("2", 5, 10, 1500)
+        );
+        assert_eq!(
+            (r.avg_duration_s, r.avg_distance, r.peak_pickup_hour),
+            (300.0, 2.002, 9)
+        );
+        assert_eq!(
+            r.pickup_location,
+            Some(Location {
+                lat: 40.75,
+                lon: -73.99
+            })
+        );
         assert_eq!(r.anomaly_score, 0.0);
         assert_eq!((b.windows, b.mean), (1, 300.0));
         let json = serde_json::to_string(&r).unwrap();
-        assert!(json.contains(r#""pickup_location":{"lat":40.75,"lon":-73.99}"#), "{json}");
+        assert!(
+            json.contains(r#""pickup_location":{"lat":40.75,"lon":-73.99}"#),
+            "{json}"
+        );
 
         // Four trips are too few to publish where they started.
-        let (r, _) = report(&cfg, "2", &window(&[100, 200, 300, 400]), Baseline::default()).unwrap();
+        let (r, _) = report(
+            &cfg,
+            "2",
+            &window(&[100, 200, 300, 400]),
+            Baseline::default(),
+        )
+        .unwrap();
         assert_eq!(r.pickup_location, None);
-        assert!(serde_json::to_string(&r).unwrap().contains(r#""pickup_location":null"#));
+        assert!(serde_json::to_string(&r)
+            .unwrap()
+            .contains(r#""pickup_location":null"#));
         assert!(report(&cfg, "2", &WindowStats::default(), Baseline::default()).is_none());
     }
 
     #[test]
     fn anomaly_score_uses_the_baseline_before_the_window() {
-        let cfg = StatsConfig { baseline_min_windows: 2, baseline_alpha: 0.5, ..Default::default() };
+        let cfg = StatsConfig {
+            baseline_min_windows: 2,
+            baseline_alpha: 0.5,
+            ..Default::default()
+        };
         let mut b = Baseline::default();
         let mut scores = Vec::new();
         for avg in [300, 300, 300, 340] {
