@@ -216,6 +216,13 @@ pub struct StageSpec {
     pub limits: LimitsOverride,
     #[serde(default)]
     pub grants: GrantsSpec,
+    /// Aggregate stages only: the bound on the stage's in-memory state
+    /// (open windows, their keys and accumulators, keyed state).
+    #[serde(default)]
+    pub state_memory: Option<ByteSize>,
+    /// Aggregate stages only (required there): the event-time window.
+    #[serde(default)]
+    pub window: Option<crate::config::window::WindowSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

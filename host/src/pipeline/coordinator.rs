@@ -71,7 +71,7 @@ impl Coordinator {
         loop {
             // Start the next checkpoint when none is in flight and one is due.
             if in_flight.is_none() && (finishing || early) {
-                in_flight = Some(self.trigger(finishing));
+                in_flight = Some(self.trigger(finishing, &exhausted));
                 early = false;
             }
             tokio::select! {
@@ -135,11 +135,14 @@ impl Coordinator {
         RunError::Incomplete("every node stopped".into())
     }
 
-    fn trigger(&mut self, last: bool) -> InFlight {
+    fn trigger(&mut self, last: bool, exhausted: &BTreeSet<String>) -> InFlight {
         let epoch = self.epoch + 1;
         debug!(epoch, last, "checkpoint barrier");
+        // Drained only when every source is exhausted: a shutdown's last
+        // barrier must leave windows open (the next run continues them).
+        let drained = last && self.sources.iter().all(|(n, _)| exhausted.contains(n));
         for (node, tx) in &self.sources {
-            if tx.send(Barrier { epoch, last }).is_err() {
+            if tx.send(Barrier { epoch, last, drained }).is_err() {
                 debug!(%node, "source already stopped");
             }
         }

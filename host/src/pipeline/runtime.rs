@@ -12,7 +12,7 @@ use tracing::info;
 use super::coordinator::{Coordinator, RunError};
 use super::edge::{Edge, Envelope, Outputs};
 use super::msg::{Ack, Barrier, Request};
-use super::plan::Plan;
+use super::plan::{Plan, StagePlugin};
 use super::sink_node::{Commit, SinkNode};
 use super::stage::{restore, StageNode};
 use super::stats::{NodeSummary, Registry};
@@ -238,14 +238,37 @@ impl Wiring {
 /// One OS thread per stage, its plugin re-initialised on the restored state.
 fn spawn_stages(w: &mut Wiring, plan: Plan, rec: &Recovered, stats: &Registry) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
     let mut threads = Vec::new();
-    for (name, mut sp) in plan.stages {
+    for (name, sp) in plan.stages {
         let key = format!("stages.{name}");
+        let saved = rec.state_of(&key);
+        let plugin = match sp.plugin {
+            StagePlugin::Transform(p) => p,
+            StagePlugin::Aggregate { plugin, windowing, state_memory } => {
+                let node = super::window::spawn_prep(super::window::Prep {
+                    name: name.clone(),
+                    plugin,
+                    windowing,
+                    state_memory,
+                    keyed: sp.state,
+                    saved: saved.as_ref(),
+                    inputs: w.inputs[&key].len(),
+                    rx: w.take_rx(&key),
+                    out: w.outputs(&key, &name),
+                    acks: w.ack_tx.clone(),
+                    requests: w.req_tx.clone(),
+                    stats: stats.node(&key),
+                })?;
+                threads.push(node.spawn());
+                continue;
+            }
+        };
+        let mut plugin = plugin;
         // Restore, then init again: `init` must see the state it left before the restart.
-        restore(&sp.state, rec.state_of(&key).as_ref());
-        sp.plugin.reinit()?;
+        restore(&sp.state, saved.as_ref());
+        plugin.reinit()?;
         let node = StageNode {
             node: key.clone(),
-            plugin: sp.plugin,
+            plugin,
             inputs: w.inputs[&key].len(),
             rx: w.take_rx(&key),
             out: w.outputs(&key, &name),

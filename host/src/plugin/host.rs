@@ -39,6 +39,10 @@ impl StateWrites {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+    /// Add the writes of a later call of the same unit of work (they win).
+    pub fn extend(&mut self, later: StateWrites) {
+        self.0.extend(later.0);
+    }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
