@@ -75,6 +75,8 @@ def test_kill9_with_windows_open_then_resume_equals_an_uninterrupted_run(sluice,
     ids = [r["id"] for r in reference]
     assert len(ids) == len(set(ids)), "an uninterrupted run emitted an id twice"
     assert {(r["windowStartMs"], r["key"]): r["count"] for r in reference} == dict(want), "counts differ from Python's"
+    # DLQ `seq` is the 1-based line number.
+    late = [i + 1 for i in late]
     ref_late = sorted(int(e["seq"]) for e in read_dlq(clean / "dlq.ndjson") if e["code"] == "late")
     assert ref_late == late, f"late records: {ref_late[:5]} vs {late[:5]}"
 

@@ -172,11 +172,11 @@ mod tests {
             merge_session(&open, 39, gap),
             (Span { start: 0, end: 69 }, vec![0])
         );
-        // Bridges both sessions: one session from 0 to 130.
-        assert_eq!(
-            merge_session(&open, 75, gap),
-            (Span { start: 0, end: 130 }, vec![0, 1])
-        );
+        // Bridges two sessions: one session from 0 to 90.
+        let near = [Span { start: 0, end: 40 }, Span { start: 60, end: 90 }];
+        assert_eq!(merge_session(&near, 35, gap), (Span { start: 0, end: 90 }, vec![0, 1]));
+        // Too far from both to bridge them.
+        assert_eq!(merge_session(&open, 75, gap), (Span { start: 75, end: 130 }, vec![1]));
         // Out of order, inside a session: the session is unchanged.
         assert_eq!(
             merge_session(&open, 105, gap),

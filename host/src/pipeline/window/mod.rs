@@ -156,7 +156,9 @@ impl AggregateNode {
         let mut last_emit = Instant::now();
         loop {
             let rt = self.rt.clone();
-            match rt.block_on(tokio::time::timeout(tick, self.rx.recv())) {
+            // The timer must be made inside the runtime: build it in the future.
+            let rx = &mut self.rx;
+            match rt.block_on(async { tokio::time::timeout(tick, rx.recv()).await }) {
                 Ok(None) => return Ok(()),
                 Ok(Some(env)) => aligner.offer(env, &mut events),
                 Err(_) => {}

@@ -129,7 +129,7 @@ fn counts(v: &[Value]) -> Vec<(i64, String, u64)> {
 fn tumbling_windows_fire_when_the_watermark_passes_in_end_then_key_order() {
     let mut h = harness(windowing(WindowKind::Tumbling { size: 100 }, 0), None);
     h.node
-        .process(batch(&[("b", 10), ("a", 20), ("a", 150), ("b", 99)]))
+        .process(batch(&[("b", 10), ("a", 20), ("b", 99), ("a", 150)]))
         .unwrap();
     let out = received(&mut h.out);
     assert_eq!(
@@ -294,5 +294,51 @@ fn the_state_bound_stops_the_stage_with_a_clear_error() {
             "{m}"
         ),
         other => panic!("expected the bound to stop the stage: {other:?}"),
+    }
+}
+
+/// The aggregate stage alone, on one thread: records/s through extract →
+/// window assignment → accumulate, the state bytes per 1M open keys, and the
+/// checkpoint cost (encode, size, restore) of that state. Prints figures;
+/// run with `cargo test --release --lib window::tests::bench -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_aggregate_stage() {
+    let n: usize = std::env::var("SLUICE_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    for keys in [1_000usize, n] {
+        let mut h = harness(windowing(WindowKind::Tumbling { size: 3_600_000 }, 0), None);
+        let batches: Vec<Batch> = (0..n)
+            .collect::<Vec<_>>()
+            .chunks(2048)
+            .map(|c| {
+                let docs: Vec<String> = c.iter().map(|i| format!(r#"{{"k":"key{}","t":{}}}"#, i % keys, i)).collect();
+                let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+                Batch::json_docs("sources.in", &docs)
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        for b in batches {
+            h.node.process(b).unwrap();
+        }
+        let took = started.elapsed();
+        let t0 = std::time::Instant::now();
+        let saved = snapshot::take(&h.node);
+        let encode = t0.elapsed();
+        let json = serde_json::to_vec(&saved).unwrap();
+        let t1 = std::time::Instant::now();
+        let restored = harness(windowing(WindowKind::Tumbling { size: 3_600_000 }, 0), Some(&saved));
+        let restore = t1.elapsed();
+        assert_eq!(restored.node.store.len(), h.node.store.len());
+        println!(
+            "aggregate stage (count-aggregate, JSON, 1 thread): {n} records, {keys} keys: {:.0} records/s; \
+             open windows {}, state {} bytes ({:.0} bytes/key); checkpoint value {} bytes, encode {:?}, restore {:?}",
+            n as f64 / took.as_secs_f64(),
+            h.node.store.len(),
+            h.node.store.bytes(),
+            h.node.store.bytes() as f64 / h.node.store.len() as f64,
+            json.len(),
+            encode,
+            restore
+        );
     }
 }
