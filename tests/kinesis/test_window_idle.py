@@ -15,7 +15,7 @@ import time
 from collections import Counter
 
 from sluice_e2e import PLUGINS, wait_for
-from kinesis_support import REGION
+from kinesis_support import AWS_ENV, REGION
 
 WINDOW_MS = 1000
 
@@ -81,7 +81,7 @@ def test_an_idle_shard_stops_holding_back_the_other_shards_windows(sluice, kines
     out = tmp_path / "out"
     out.mkdir()
     run = sluice.spawn(pipeline(tmp_path / "p.toml", stream=name, endpoint=kinesis.endpoint, out=out,
-                                idle_timeout="2s"))
+                                idle_timeout="2s"), env=AWS_ENV)
     try:
         # The other shards keep receiving, in lockstep, half a window at a time.
         t, fired = 1500, False
