@@ -11,8 +11,10 @@
 //! are idempotent and keep the usual classification.
 
 mod local;
+mod s3;
 
 pub use local::LocalBackend;
+pub use s3::{S3Backend, PART_BYTES};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
