@@ -43,6 +43,7 @@ class FaultProxy:
         self.rules: list[Rule] = []
         self.lock = threading.Lock()
         self.log: list[tuple[str, str, str]] = []  # (method, path, fault or "ok")
+        self.local = threading.local()
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -75,11 +76,8 @@ class FaultProxy:
                     if self.command != "HEAD":
                         self.wfile.write(xml)
                     return
-                conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("connection", "expect")}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                r = conn.getresponse()
-                data = r.read()
+                r, data = proxy._forward(self.command, self.path, body, headers)
                 self.send_response(r.status)
                 for k, v in r.getheaders():
                     if k.lower() not in ("transfer-encoding", "connection", "content-length", "server", "date"):
@@ -88,7 +86,6 @@ class FaultProxy:
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)
-                conn.close()
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
@@ -96,6 +93,24 @@ class FaultProxy:
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def _forward(self, method, path, body, headers):
+        """One upstream connection per handler thread, kept alive (a new
+        connection per request made the proxy the bottleneck)."""
+        local = self.local
+        for attempt in (1, 2):
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = http.client.HTTPConnection(*self.upstream, timeout=60)
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                r = conn.getresponse()
+                return r, r.read()
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                local.conn = None
+                if attempt == 2:
+                    raise
 
     @property
     def url(self) -> str:

@@ -267,7 +267,9 @@ def test_paused_instance_that_lost_its_lease_writes_nothing_visible(large, sluic
     is paused with a checkpoint written, commits pending and data staged."""
     dataset = large
     bucket = new_bucket(MOTO)
-    env = run_env(MOTO, bucket, dataset, tmp_path, SLUICE_CHECKPOINT_INTERVAL="300ms", SLUICE_LEASE_TTL="2s")
+    # The DLQ in S3 too: a local file is shared by both instances and not fenced.
+    env = run_env(MOTO, bucket, dataset, tmp_path, SLUICE_CHECKPOINT_INTERVAL="300ms", SLUICE_LEASE_TTL="2s",
+                  SLUICE_DLQ=f"s3://{bucket}/errors/")
     proxy = FaultProxy(MOTO)
     proxy.add("*", "", "delay:0.05", times=1_000_000)
     first = sluice.spawn(PIPELINE, env={**env, "SLUICE_SINK_ENDPOINT": proxy.url})
@@ -288,7 +290,7 @@ def test_paused_instance_that_lost_its_lease_writes_nothing_visible(large, sluic
             time.sleep(3)  # past the 2 s lease
             second = sluice.run(PIPELINE, env=env)
             assert "taking over the checkpoint lease" in second.stderr, second.describe()
-            before = objects(MOTO, bucket, "trips/")
+            before = {**objects(MOTO, bucket, "trips/"), **objects(MOTO, bucket, "errors/")}
         finally:
             first.signal(signal.SIGCONT)
         r = first.wait(120)
@@ -296,10 +298,17 @@ def test_paused_instance_that_lost_its_lease_writes_nothing_visible(large, sluic
         proxy.close()
     assert r.returncode != 0, r.describe()
     assert "lease" in r.stderr, r.describe()
-    assert objects(MOTO, bucket, "trips/") == before, "the paused instance changed the table after it lost its lease"
+    now = lambda: {**objects(MOTO, bucket, "trips/"), **objects(MOTO, bucket, "errors/")}  # noqa: E731
+    assert now() == before, "the paused instance changed the table or the DLQ after it lost its lease"
+    download(MOTO, bucket, "errors", tmp_path / "errors")
+    errors = sorted((tmp_path / "errors").rglob("*.ndjson"))
+    assert errors, "no DLQ objects"
+    layout = [p.relative_to(tmp_path / "errors" / "errors").parts for p in errors]
+    assert all(len(p) == 6 and p[1].startswith("year=") and p[4].startswith("hour=") for p in layout), layout[:3]
+    (tmp_path / "dlq.ndjson").write_text("".join(p.read_text() for p in errors))
     assert_table(MOTO, bucket, dataset, tmp_path, uploads=False)
     # Its own uploads (started after the takeover) are aborted by the next
     # recovery; a run over the finished input commits nothing new.
     sluice.run(PIPELINE, env=env)
-    assert objects(MOTO, bucket, "trips/") == before
+    assert now() == before
     assert incomplete_uploads(MOTO, bucket) == []

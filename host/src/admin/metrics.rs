@@ -55,6 +55,8 @@ fn publish(pipeline: &str, stats: &Registry) {
         counter("sluice_failed_batches_total", n.failed_batches);
         counter("sluice_outputs_committed_total", n.outputs);
         counter("sluice_default_partition_records_total", n.default_partition);
+        counter("sluice_files_finished_early_total", n.files_finished_early);
+        ::metrics::gauge!("sluice_open_files_peak", "node" => node.clone()).set(n.open_files_peak as f64);
         ::metrics::gauge!("sluice_busy_seconds", "node" => node.clone()).set(n.busy_ms as f64 / 1000.0);
     }
     let p = &stats.progress;

@@ -83,6 +83,9 @@ impl SinkNode {
                                     }
                                 }
                                 Event::Barrier(b) => {
+                                    if b.last {
+                                        self.sink.finishing();
+                                    }
                                     // Once: a failed prepare may have taken the open output out of the
                                     // sink, and a retry would answer with a token that misses it.
                                     let token = match self.sink.prepare(b.epoch).await {
@@ -214,6 +217,9 @@ impl SinkNode {
         .await?;
         self.stats.outputs.store(self.sink.committed_outputs(), Relaxed);
         self.stats.default_partition.store(self.sink.default_partition_records(), Relaxed);
+        let open = self.sink.open_files();
+        self.stats.open_files_peak.store(open.peak, Relaxed);
+        self.stats.files_finished_early.store(open.finished_early, Relaxed);
         Ok(())
     }
 

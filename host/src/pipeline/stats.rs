@@ -17,6 +17,10 @@ pub struct NodeStats {
     /// Records a sink put in a Hive default partition (partition column
     /// absent or null).
     pub default_partition: AtomicU64,
+    /// The most files a sink had open at once, and how many it finished
+    /// early because of its cap on open files.
+    pub open_files_peak: AtomicU64,
+    pub files_finished_early: AtomicU64,
     /// Nanoseconds spent in the node's own work (plugin calls, encoding).
     pub busy_ns: AtomicU64,
 }
@@ -40,6 +44,8 @@ impl NodeStats {
             failed_batches: self.failed_batches.load(Relaxed),
             outputs: self.outputs.load(Relaxed),
             default_partition: self.default_partition.load(Relaxed),
+            open_files_peak: self.open_files_peak.load(Relaxed),
+            files_finished_early: self.files_finished_early.load(Relaxed),
             busy_ms: self.busy_ns.load(Relaxed) / 1_000_000,
         }
     }
@@ -54,6 +60,8 @@ pub struct NodeSummary {
     pub failed_batches: u64,
     pub outputs: u64,
     pub default_partition: u64,
+    pub open_files_peak: u64,
+    pub files_finished_early: u64,
     pub busy_ms: u64,
 }
 

@@ -74,6 +74,15 @@ pub struct Written {
     pub refused: Vec<Rejection>,
 }
 
+/// See [`Sink::open_files`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// The most files open at once.
+    pub peak: u64,
+    /// Files finished before their size or age because too many were open.
+    pub finished_early: u64,
+}
+
 #[async_trait]
 pub trait Sink: Send {
     /// The format the sink consumes without conversion.
@@ -92,6 +101,15 @@ pub trait Sink: Send {
     /// checkpoint should roll it now.
     fn wants_checkpoint(&self) -> Option<String> {
         None
+    }
+    /// The next `prepare` is the run's last (the sources are exhausted or
+    /// the run is stopping): output the sink keeps open across checkpoints
+    /// must be finished in it.
+    fn finishing(&mut self) {}
+    /// Open-file counts of sinks that keep files open (for the run summary
+    /// and metrics).
+    fn open_files(&self) -> OpenFiles {
+        OpenFiles::default()
     }
     /// Files or objects made visible so far (for the run summary).
     fn committed_outputs(&self) -> u64 {

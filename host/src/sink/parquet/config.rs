@@ -25,18 +25,22 @@ pub struct ParquetSinkSpec {
     /// Rows per row group.
     #[serde(default = "default_row_group_rows")]
     pub row_group_rows: usize,
-    /// When an open file's estimated size passes this, the sink asks for a
-    /// checkpoint, which closes (rolls) every open file.
+    /// An open file rolls (is finished, and committed at the next
+    /// checkpoint) as soon as its estimated size passes this.
     #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: ByteSize,
+    /// At most this many files are open (one per partition being written);
+    /// past it the least recently written are finished early.
+    #[serde(default = "default_max_open_files")]
+    pub max_open_files: usize,
     /// Memory for row groups being built across all open files. Past it the
     /// biggest ones are written out early (smaller row groups, bounded RSS:
     /// with hundreds of open partitions a full row group each would not fit).
     #[serde(default = "default_max_buffer_bytes")]
     pub max_buffer_bytes: ByteSize,
-    /// When the oldest open file is this old, the sink asks for a checkpoint.
-    /// Default: none, so the checkpoint interval decides.
-    #[serde(default)]
+    /// A file this old rolls at the next checkpoint (the sink asks for one).
+    /// Default five minutes (Firehose's default buffer interval).
+    #[serde(default = "default_max_file_age")]
     pub max_file_age: Option<Dur>,
     /// Also keep the partition columns inside the files (Hive drops them:
     /// their values are in the directory names).
@@ -141,6 +145,12 @@ fn default_row_group_rows() -> usize {
 fn default_max_file_bytes() -> ByteSize {
     ByteSize(128 << 20)
 }
+fn default_max_open_files() -> usize {
+    1000
+}
+fn default_max_file_age() -> Option<Dur> {
+    Some(Dur(std::time::Duration::from_secs(300)))
+}
 fn default_max_buffer_bytes() -> ByteSize {
     ByteSize(64 << 20)
 }
@@ -187,6 +197,9 @@ impl ParquetSinkSpec {
     /// [`check`](Self::check), with the key of the table the problem is
     /// about (`None`: the table as a whole), for `file:line: key` errors.
     pub fn check_keyed(&self) -> Result<(), (Option<&'static str>, String)> {
+        if self.max_open_files == 0 {
+            return Err((Some("max_open_files"), "max_open_files must be positive".into()));
+        }
         if self.row_group_rows == 0 {
             return Err((Some("row_group_rows"), "row_group_rows must be positive".into()));
         }

@@ -1,22 +1,26 @@
 //! Parquet sink: Hive-partitioned files, local directory now, S3 as a backend later.
 //!
-//! Data of one epoch (between two checkpoints) goes to one open file per
-//! partition, streamed to a staged object as row groups complete. At the
-//! checkpoint barrier `prepare` closes every file (footer written, durable,
-//! still invisible) and returns them as the token; `commit` makes them
-//! visible once the checkpoint is stored. So a checkpoint is what rolls
-//! files: `max_file_bytes` and `max_file_age` ask for an early one.
+//! One open file per partition, rolled by size (`max_file_bytes`), age
+//! (`max_file_age`), the cap on open files (`max_open_files`, least recently
+//! written first) or the end of the run — not by checkpoints. A checkpoint
+//! closes each file's current writer into a durable *chunk* and records the
+//! file (final key + chunks) in the token; a rolled file is its chunks
+//! concatenated without re-encoding, staged at its final key and committed
+//! after the next checkpoint (see `rolling.rs` and ARCHITECTURE.md,
+//! invariant 3).
 //!
 //! File names are deterministic within a generation:
 //! `part-{generation}-{epoch:08}-{n:04}.{codec}.parquet`, `n` counting the
-//! epoch's files in the order their partitions first appeared. The
+//! files opened in an epoch in the order their partitions first appeared. The
 //! generation is chosen when the sink starts without a token, recorded in
-//! every token and reused after recovery, so a re-committed epoch keeps its
-//! names while a new or renamed sink (or a run after the checkpoint was
+//! every token and reused after recovery, so a re-committed file keeps its
+//! name while a new or renamed sink (or a run after the checkpoint was
 //! deleted) adds files next to committed ones and never replaces them. The
 //! epoch is the one after the last prepared (or recovered) checkpoint; it is
 //! fixed when a file opens because an S3 upload's key cannot change
-//! afterwards.
+//! afterwards. A run resumed after a crash goes on writing the files the
+//! checkpoint lists as open (new chunks), so a crash does not leave small
+//! files behind.
 //!
 //! Without declared `columns` the table's schema comes from the data
 //! (`schema.rs`) and is recorded in every token.
@@ -25,30 +29,30 @@
 //! data (taken buffers, closed files): the sink then refuses every further
 //! `write` and `prepare` until `recover`, so a failure can only fail the run
 //! (which restarts from the last checkpoint, discarding this generation's
-//! later staged files), never return success with less data.
+//! later staged files and chunks), never return success with less data.
 
 pub mod backend;
+mod concat;
 pub mod config;
 mod conform;
 mod ddl;
 mod layout;
 mod naming;
 mod partition;
+mod rolling;
 mod schema;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
-use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 
-use self::backend::{Backend, BackendError, LocalBackend, Pending, Staged};
+use self::backend::{Backend, BackendError, LocalBackend, Pending};
 use self::config::ParquetSinkSpec;
 pub use self::conform::SCHEMA_MISMATCH;
 pub use self::ddl::athena_ddl;
@@ -57,12 +61,11 @@ pub use self::partition::NULL_PARTITION;
 // The S3 DLQ names its objects the same way.
 pub(crate) use self::naming::new_generation;
 pub(crate) use self::partition::escape as escape_partition;
+use self::rolling::{OpenFile, OpenRecord};
 pub use self::schema::RecordedColumn;
-use super::{Sink, SinkError, Written};
+use super::{OpenFiles, Sink, SinkError, Written};
 use crate::batch::{Batch, BatchData, Format, Rejection};
 
-/// Bytes a file's encoder may hold before they are handed to the backend.
-const DRAIN_BYTES: usize = 1 << 20;
 /// Small parts are gathered up to this many rows before they are encoded:
 /// the encoder's cost per call and column dwarfs its cost per row when a
 /// batch scatters over many partitions.
@@ -82,18 +85,15 @@ pub struct ParquetToken {
     /// before the first record).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Vec<RecordedColumn>>,
+    /// Files rolled since the last checkpoint, staged at their final keys:
+    /// `commit` makes them visible.
     pub files: Vec<Pending>,
-}
-
-struct OpenFile {
-    writer: ArrowWriter<Vec<u8>>,
-    staged: Box<dyn Staged>,
-    key: String,
-    rows: u64,
-    opened: Instant,
-    /// Parts not yet encoded (see `COALESCE_ROWS`).
-    held: Vec<RecordBatch>,
-    held_rows: usize,
+    /// The chunks `files` were joined from, removed once they are visible.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<String>,
+    /// Files still open: the next run goes on writing them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open: Vec<OpenRecord>,
 }
 
 pub struct ParquetSink {
@@ -113,6 +113,19 @@ pub struct ParquetSink {
     warned_default: bool,
     /// Open files by partition directory.
     open: BTreeMap<String, OpenFile>,
+    /// Files rolled since the last `prepare` (finished, staged) and their
+    /// chunks: the next token's `files` and `merged`.
+    rolled: Vec<Pending>,
+    merged: Vec<String>,
+    /// The next `prepare` is the run's last: it rolls every file.
+    finishing: bool,
+    /// Counts `append` calls (for the least recently written file).
+    writes: u64,
+    /// Files finished early because `max_open_files` were open, the most
+    /// open at once, and whether the cap was warned about.
+    finished_early: u64,
+    open_peak: u64,
+    warned_cap: bool,
     /// The epoch new files are named after.
     epoch: u64,
     /// Files opened in `epoch` so far.
@@ -160,6 +173,13 @@ impl ParquetSink {
             default_partition: 0,
             warned_default: false,
             open: BTreeMap::new(),
+            rolled: Vec::new(),
+            merged: Vec::new(),
+            finishing: false,
+            writes: 0,
+            finished_early: 0,
+            open_peak: 0,
+            warned_cap: false,
             epoch: 1,
             next_n: 0,
             committed: 0,
@@ -186,39 +206,93 @@ impl ParquetSink {
         self.layout.as_ref().expect("the schema is fixed before any file opens")
     }
 
-    async fn open_file(&mut self, dir: &str) -> Result<OpenFile, SinkError> {
+    fn new_file(&mut self, dir: &str) -> OpenFile {
         let name = naming::file_name(&self.generation, self.epoch, self.next_n, self.spec.compression);
         self.next_n += 1;
-        let key = if dir.is_empty() { name } else { format!("{dir}/{name}") };
-        let staged = self.backend.create(&key).await.map_err(|e| backend_err(&self.name, e))?;
-        let layout = self.layout();
-        let writer = ArrowWriter::try_new(Vec::new(), layout.file_schema.clone(), Some(layout.props.clone()))
-            .map_err(|e| self.io(format!("cannot start {key}: {e}")))?;
-        Ok(OpenFile { writer, staged, key, rows: 0, opened: Instant::now(), held: Vec::new(), held_rows: 0 })
+        OpenFile::new(if dir.is_empty() { name } else { format!("{dir}/{name}") })
     }
 
     async fn append(&mut self, dir: String, part: RecordBatch) -> Result<(), SinkError> {
+        self.writes += 1;
         if !self.open.contains_key(&dir) {
-            let f = self.open_file(&dir).await?;
+            self.make_room().await?;
+            let f = self.new_file(&dir);
             self.open.insert(dir.clone(), f);
+            self.open_peak = self.open_peak.max(self.open.len() as u64);
         }
+        let layout = self.layout.as_ref().expect("the schema is fixed before any file opens");
         let f = self.open.get_mut(&dir).expect("just opened");
-        f.rows += part.num_rows() as u64;
-        f.held_rows += part.num_rows();
-        self.held_rows += part.num_rows();
-        f.held.push(part);
+        f.last_write = self.writes;
+        let n = part.num_rows();
+        let held = f.hold(&self.name, layout, self.epoch, part)?;
+        self.held_rows += n;
         // Every encode may grow a writer, so the budget is checked after each
         // (checking only after the all-files encode missed the common case of
         // a few hundred partitions each reaching COALESCE_ROWS on its own).
-        if f.held_rows >= COALESCE_ROWS {
-            self.held_rows -= f.held_rows;
-            encode_held(&self.name, f).await?;
+        if held >= COALESCE_ROWS {
+            self.held_rows -= held;
+            rolling::encode_held(&self.name, self.backend.as_ref(), f).await?;
+            if f.size() >= self.spec.max_file_bytes.0 {
+                self.roll(vec![dir]).await?;
+            }
             self.bound_buffers().await?;
         }
         if self.held_rows >= COALESCE_TOTAL_ROWS {
             self.encode_all_held().await?;
+            self.roll_big().await?;
             self.bound_buffers().await?;
         }
+        Ok(())
+    }
+
+    /// Before opening a file: past `max_open_files`, finish the least
+    /// recently written ones. A sixteenth of the cap at once, so their syncs
+    /// overlap instead of costing one round trip per new partition.
+    async fn make_room(&mut self) -> Result<(), SinkError> {
+        let cap = self.spec.max_open_files;
+        if self.open.len() < cap {
+            return Ok(());
+        }
+        if !self.warned_cap {
+            self.warned_cap = true;
+            tracing::warn!(sink = %self.name, partition_by = ?self.spec.partition_by, max_open_files = cap,
+                "more partitions are being written than max_open_files: the least recently written files are finished early (smaller files; counted as files_finished_early in the summary and metrics; said once)");
+        }
+        let mut by_age: Vec<(u64, String)> = self.open.iter().map(|(d, f)| (f.last_write, d.clone())).collect();
+        by_age.sort_unstable();
+        let evict: Vec<String> = by_age.into_iter().take((cap / 16).max(1)).map(|(_, d)| d).collect();
+        self.finished_early += evict.len() as u64;
+        self.roll(evict).await
+    }
+
+    /// Rolls every file that reached `max_file_bytes`.
+    async fn roll_big(&mut self) -> Result<(), SinkError> {
+        let max = self.spec.max_file_bytes.0;
+        let big: Vec<String> = self.open.iter().filter(|(_, f)| f.size() >= max).map(|(d, _)| d.clone()).collect();
+        self.roll(big).await
+    }
+
+    /// Finishes these open files: joined, staged at their final keys,
+    /// committed after the next checkpoint.
+    async fn roll(&mut self, dirs: Vec<String>) -> Result<(), SinkError> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let layout = self.layout.as_ref().expect("files are open, so the schema is fixed");
+        let mut rolling = Vec::with_capacity(dirs.len());
+        for dir in dirs {
+            let f = self.open.remove(&dir).expect("an open file");
+            rolling.push((f.key.clone(), rolling::roll(&self.name, self.backend.as_ref(), layout, f).await?));
+        }
+        // Concurrently: the syncs overlap (and S3 completes parts in parallel).
+        let mut finishing = Vec::with_capacity(rolling.len());
+        for (key, r) in rolling {
+            self.merged.extend(r.chunks);
+            tracing::debug!(sink = %self.name, %key, rows = r.rows, "file rolled");
+            finishing.push(r.staged.finish(r.rows));
+        }
+        let files = futures::future::try_join_all(finishing).await.map_err(|e| backend_err(&self.name, e))?;
+        self.rolled.extend(files);
         Ok(())
     }
 
@@ -229,19 +303,19 @@ impl ParquetSink {
     /// memory (measured: 5M rows, 336 files, 457 MB RSS with an 8 MiB budget).
     async fn bound_buffers(&mut self) -> Result<(), SinkError> {
         let budget = self.spec.max_buffer_bytes.0 as usize;
-        let mut total: usize = self.open.values().map(|f| f.writer.memory_size()).sum();
+        let mem = |f: &OpenFile| f.cur.as_ref().map_or(0, |c| c.writer.memory_size());
+        let mut total: usize = self.open.values().map(mem).sum();
         if total <= budget {
             return Ok(());
         }
-        let mut sizes: Vec<(usize, String)> = self.open.iter().map(|(k, f)| (f.writer.memory_size(), k.clone())).collect();
+        let mut sizes: Vec<(usize, String)> = self.open.iter().map(|(k, f)| (mem(f), k.clone())).collect();
         sizes.sort_unstable_by(|a, b| b.0.cmp(&a.0));
         for (size, dir) in sizes {
             if total <= budget / 2 {
                 break;
             }
             let f = self.open.get_mut(&dir).expect("open file");
-            f.writer.flush().map_err(|e| SinkError::Io { sink: self.name.clone(), message: format!("cannot flush {}: {e}", f.key), retryable: false })?;
-            drain(&self.name, f).await?;
+            rolling::flush(&self.name, self.backend.as_ref(), f).await?;
             total -= size;
         }
         Ok(())
@@ -249,7 +323,7 @@ impl ParquetSink {
 
     async fn encode_all_held(&mut self) -> Result<(), SinkError> {
         for f in self.open.values_mut() {
-            encode_held(&self.name, f).await?;
+            rolling::encode_held(&self.name, self.backend.as_ref(), f).await?;
         }
         self.held_rows = 0;
         Ok(())
@@ -356,22 +430,44 @@ impl ParquetSink {
             self.marked = true;
         }
         self.encode_all_held().await?;
-        let mut finishing = Vec::with_capacity(self.open.len());
-        for (_, mut f) in std::mem::take(&mut self.open) {
-            f.writer.finish().map_err(|e| self.io(format!("cannot finish {}: {e}", f.key)))?;
-            drain(&self.name, &mut f).await?;
-            finishing.push(f.staged.finish(f.rows));
+        // Roll what is due; the rest stays open, its interval closed into a chunk.
+        let max_bytes = self.spec.max_file_bytes.0;
+        let max_age = self.spec.max_file_age.map(|d| d.0.as_millis() as u64);
+        let finishing = std::mem::take(&mut self.finishing);
+        let due: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, f)| finishing || f.size() >= max_bytes || max_age.is_some_and(|a| f.age_ms() >= a))
+            .map(|(d, _)| d.clone())
+            .collect();
+        self.roll(due).await?;
+        let mut closing = Vec::new();
+        for (dir, f) in self.open.iter_mut() {
+            if let Some(c) = rolling::close_current(&self.name, self.backend.as_ref(), f).await? {
+                f.data_bytes += c.data_bytes();
+                closing.push((dir.clone(), c));
+            }
         }
-        // Concurrently: the syncs overlap (and S3 completes parts in parallel).
-        let files = futures::future::try_join_all(finishing).await.map_err(|e| backend_err(&self.name, e))?;
+        let backend = self.backend.as_ref();
+        let chunks = futures::future::try_join_all(
+            closing.into_iter().map(|(dir, c)| async move { rolling::finish_chunk(backend, c).await.map(|p| (dir, p)) }),
+        )
+        .await
+        .map_err(|e| backend_err(&self.name, e))?;
+        for (dir, p) in chunks {
+            self.open.get_mut(&dir).expect("open file").chunks.push(p);
+        }
         self.epoch = self.epoch.max(epoch) + 1;
         self.next_n = 0;
-        tracing::debug!(sink = %self.name, epoch, files = files.len(), "parquet files staged");
+        let files = std::mem::take(&mut self.rolled);
+        let merged = std::mem::take(&mut self.merged);
+        let open: Vec<OpenRecord> = self.open.values().map(OpenFile::record).collect();
+        tracing::debug!(sink = %self.name, epoch, files = files.len(), open = open.len(), "parquet files staged");
         let schema = match (&self.spec.columns, &self.layout) {
             (None, Some(l)) => Some(schema::record(&l.declared)),
             _ => None,
         };
-        let token = ParquetToken { epoch, generation: Some(self.generation.clone()), schema, files };
+        let token = ParquetToken { epoch, generation: Some(self.generation.clone()), schema, files, merged, open };
         Ok(serde_json::to_value(token).expect("token serializes"))
     }
 
@@ -390,7 +486,9 @@ impl ParquetSink {
             futures::future::try_join_all(commits).await.map_err(|e| backend_err(&self.name, e))?;
             self.committed += wave.len() as u64;
         }
-        Ok(())
+        // Only once the files are visible: until then a recovery may need
+        // them to join the files again.
+        self.backend.discard(&t.merged).await.map_err(|e| backend_err(&self.name, e))
     }
 
     fn recorded_schema_err(&self, message: String) -> SinkError {
@@ -404,13 +502,13 @@ impl ParquetSink {
     /// alone: another run's checkpoint may still commit them (a run whose
     /// checkpoint was deleted leaves its last uncommitted epoch behind as
     /// hidden files).
-    async fn discard_stale(&mut self, keep: &[Pending]) -> Result<(), SinkError> {
+    async fn discard_stale(&mut self, keep: &[&str]) -> Result<(), SinkError> {
         let err = |e| backend_err(&self.name, e);
         let staged = self.backend.staged().await.map_err(err)?;
         let marked = self.backend.generations().await.map_err(err)?;
         let (mut stale, mut left) = (Vec::new(), 0usize);
         for key in staged {
-            if keep.iter().any(|p| p.key == key) {
+            if keep.contains(&key.as_str()) {
                 continue;
             }
             match naming::generation_of(&key) {
@@ -427,36 +525,6 @@ impl ParquetSink {
         }
         Ok(())
     }
-}
-
-/// Encodes a file's held parts and hands completed row groups to the backend.
-async fn encode_held(sink: &str, f: &mut OpenFile) -> Result<(), SinkError> {
-    let encode_err = |key: &str, e: String| SinkError::Io {
-        sink: sink.to_owned(),
-        message: format!("cannot encode {key}: {e}"),
-        retryable: false,
-    };
-    let held = std::mem::take(&mut f.held);
-    f.held_rows = 0;
-    let batch = match held.len() {
-        0 => return Ok(()),
-        1 => held.into_iter().next().expect("one"),
-        _ => arrow::compute::concat_batches(&held[0].schema(), &held).map_err(|e| encode_err(&f.key, e.to_string()))?,
-    };
-    f.writer.write(&batch).map_err(|e| encode_err(&f.key, e.to_string()))?;
-    // Completed row groups leave memory as soon as they exist.
-    if f.writer.inner().len() >= DRAIN_BYTES {
-        drain(sink, f).await?;
-    }
-    Ok(())
-}
-
-/// Hands the writer's encoded bytes to the staged object. The buffer is taken
-/// before the write: if the write fails the file is broken either way, and
-/// the sink refuses further calls (see the module doc).
-async fn drain(sink: &str, f: &mut OpenFile) -> Result<(), SinkError> {
-    let bytes = std::mem::take(f.writer.inner_mut());
-    f.staged.write(&bytes).await.map_err(|e| backend_err(sink, e))
 }
 
 /// `name: type, ...` for logs.
@@ -488,11 +556,15 @@ impl Sink for ParquetSink {
     }
 
     async fn recover(&mut self, token: Option<&serde_json::Value>) -> Result<(), SinkError> {
-        // Anything open belongs to an epoch that will be replayed.
+        // What is open now belongs to epochs that will be replayed; the
+        // token's open files are continued.
         self.open.clear();
+        self.rolled.clear();
+        self.merged.clear();
+        self.finishing = false;
         self.held_rows = 0;
         self.failed = None;
-        let files = match token {
+        let open = match token {
             Some(token) => {
                 let t = self.parse_token(token)?;
                 self.commit_files(&t).await?;
@@ -506,26 +578,34 @@ impl Sink for ParquetSink {
                     let declared = schema::restore(cols).map_err(|m| self.recorded_schema_err(m))?;
                     self.layout = Some(Layout::new(&self.spec, declared).map_err(|m| self.recorded_schema_err(m))?);
                 }
-                t.files
+                t.open
             }
             None => Vec::new(),
         };
         self.next_n = 0;
-        self.discard_stale(&files).await
+        let keep: Vec<String> = open.iter().flat_map(|r| r.chunks.iter().map(|c| c.key.clone())).collect();
+        for r in open {
+            let f = OpenFile::restore(r);
+            self.open.insert(f.dir().to_owned(), f);
+        }
+        self.open_peak = self.open_peak.max(self.open.len() as u64);
+        self.discard_stale(&keep.iter().map(String::as_str).collect::<Vec<_>>()).await
+    }
+
+    fn finishing(&mut self) {
+        self.finishing = true;
+    }
+
+    fn open_files(&self) -> OpenFiles {
+        OpenFiles { peak: self.open_peak, finished_early: self.finished_early }
     }
 
     fn wants_checkpoint(&self) -> Option<String> {
-        let max = self.spec.max_file_bytes.0 as usize;
-        for f in self.open.values() {
-            // Held parts are at most COALESCE_ROWS rows: left out of the estimate.
-            let size = f.writer.bytes_written() + f.writer.in_progress_size();
-            if size >= max {
-                return Some(format!("{} reached {size} bytes (max_file_bytes {max})", f.key));
-            }
-        }
-        let max_age = self.spec.max_file_age?.0;
-        let oldest = self.open.values().map(|f| f.opened).min()?;
-        (oldest.elapsed() >= max_age).then(|| format!("a file has been open for {:?} (max_file_age)", oldest.elapsed()))
+        // Size rolls a file as soon as it is reached; age is checked at
+        // checkpoints, so an old file asks for one.
+        let max_age = self.spec.max_file_age?.0.as_millis() as u64;
+        let oldest = self.open.values().map(|f| f.age_ms()).max()?;
+        (oldest >= max_age).then(|| format!("a file has been open for {oldest} ms (max_file_age)"))
     }
 
     fn committed_outputs(&self) -> u64 {

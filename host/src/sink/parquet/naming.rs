@@ -20,6 +20,13 @@ pub fn file_name(generation: &str, epoch: u64, n: u32, compression: Compression)
     }
 }
 
+/// The key of a file's chunk written in `epoch` (one per file and epoch: a
+/// file's writer is closed into a chunk at each checkpoint). It starts like
+/// the file's name, so it carries the generation.
+pub fn chunk_key(file_key: &str, epoch: u64) -> String {
+    format!("{file_key}.chunk-{epoch:08}")
+}
+
 /// The generation of a file key (`dir/part-{generation}-...`); `None` for
 /// names of other writers and of versions before generations
 /// (`part-{epoch:08}-{n:04}...`).
@@ -40,6 +47,7 @@ mod tests {
         let name = file_name(&g, 3, 7, Compression::Snappy);
         assert_eq!(name, format!("part-{g}-00000003-0007.snappy.parquet"));
         assert_eq!(generation_of(&format!("year=2016/{name}")), Some(g.as_str()));
+        assert_eq!(generation_of(&chunk_key(&format!("year=2016/{name}"), 9)), Some(g.as_str()));
         assert_eq!(generation_of("part-00000001-0000.snappy.parquet"), None, "names before generations");
     }
 }

@@ -2,7 +2,8 @@
 //! files next to their final name, committed by an atomic rename.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -119,6 +120,27 @@ impl Backend for LocalBackend {
         // attempt of this generation that never reached a checkpoint.
         let file = File::create(&path).map_err(|e| BackendError::io(format!("cannot create {}", path.display()), e))?;
         Ok(Box::new(LocalStaged { key: key.to_owned(), staging_key, path, file, bytes: 0, new_dirs }))
+    }
+
+    async fn create_chunk(&self, key: &str) -> Result<Box<dyn Staged>, BackendError> {
+        // A finished staged file is durable and readable in place: a chunk is
+        // one that is never renamed.
+        self.create(key).await
+    }
+
+    async fn read(&self, p: &Pending, range: Range<u64>) -> Result<Vec<u8>, BackendError> {
+        let staging = p.staging.as_str().map(String::from).unwrap_or_else(|| Self::staging_key(&p.key));
+        let path = self.root.join(staging);
+        tokio::task::spawn_blocking(move || {
+            let what = || format!("cannot read bytes {}..{} of chunk {}", range.start, range.end, path.display());
+            let mut file = File::open(&path).map_err(|e| BackendError::io(what(), e))?;
+            file.seek(SeekFrom::Start(range.start)).map_err(|e| BackendError::io(what(), e))?;
+            let mut buf = vec![0; (range.end - range.start) as usize];
+            file.read_exact(&mut buf).map_err(|e| BackendError::io(what(), e))?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| BackendError { message: format!("read task failed: {e}"), retryable: true })?
     }
 
     async fn commit(&self, p: &Pending) -> Result<(), BackendError> {
@@ -248,5 +270,19 @@ mod tests {
             assert!(synced.contains(&dir), "{} was not synced", dir.display());
         }
         assert_eq!(b.staged().await.unwrap(), ["a=1/b=x/part-1.parquet"]);
+    }
+
+    #[tokio::test]
+    async fn a_finished_chunk_reads_back_and_is_discarded_like_a_staged_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(tmp.path()).unwrap();
+        let mut c = b.create_chunk("a=1/part-1.parquet.chunk-00000002").await.unwrap();
+        c.write(b"0123456789").await.unwrap();
+        let p = c.finish(3).await.unwrap();
+        assert_eq!(b.read(&p, 2..6).await.unwrap(), b"2345");
+        assert!(b.read(&p, 8..12).await.is_err(), "reading past the end is an error");
+        assert_eq!(b.staged().await.unwrap(), ["a=1/part-1.parquet.chunk-00000002"]);
+        b.discard(&["a=1/part-1.parquet.chunk-00000002".to_owned()]).await.unwrap();
+        assert!(b.staged().await.unwrap().is_empty());
     }
 }

@@ -5,6 +5,13 @@
 //! multipart upload completed on commit, aborted on discard) implement the
 //! same two traits.
 //!
+//! Besides staged objects a backend keeps *chunks*: the pieces a Parquet
+//! file is built from while it spans checkpoints (see `rolling.rs`). A chunk
+//! is written like a staged object but never committed: once finished it
+//! must be durable and readable back (`read`), and it is listed by `staged`
+//! and removed by `discard` like a staged object, so recovery cleans up
+//! chunks no checkpoint names.
+//!
 //! Errors of `Staged::write` and of every fsync are never retryable: a write
 //! may have gone half-way, and on Linux a repeated fsync can report success
 //! after the kernel dropped the dirty pages. Renames, listings and removals
@@ -15,6 +22,8 @@ mod s3;
 
 pub use local::LocalBackend;
 pub use s3::{S3Backend, PART_BYTES};
+
+use std::ops::Range;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -65,6 +74,20 @@ pub trait Backend: Send + Sync {
     /// Where the table lives, for messages and DDL (`/data/trips`, `s3://b/p`).
     fn location(&self) -> String;
     async fn create(&self, key: &str) -> Result<Box<dyn Staged>, BackendError>;
+    /// Starts a chunk: an object written like a staged one (`Staged::write`
+    /// in order, then `finish`) that is never committed. When `finish`
+    /// returns it must be durable *and* readable through [`read`](Self::read)
+    /// (S3: a multipart upload cannot be read, so `finish` completes it
+    /// under a key readers skip — a path segment starting with `.` or `_` —
+    /// or the chunk is a single PUT). `staged` lists chunks by `key` and
+    /// `discard` removes them, like staged objects. `key` is unique: the
+    /// sink never creates the same chunk twice except to redo an attempt
+    /// that no checkpoint names, which may replace it.
+    async fn create_chunk(&self, key: &str) -> Result<Box<dyn Staged>, BackendError>;
+    /// Bytes `range` of a finished chunk (`pending` as its `finish`
+    /// returned it). Idempotent (S3: a ranged GET, retried inside like any
+    /// request); a short object is an error naming the chunk.
+    async fn read(&self, pending: &Pending, range: Range<u64>) -> Result<Vec<u8>, BackendError>;
     /// Makes a finished object visible. Idempotent: committing an object that
     /// is already visible succeeds. Never replaces a different visible object.
     async fn commit(&self, pending: &Pending) -> Result<(), BackendError>;

@@ -15,11 +15,17 @@
 //! checkpoint store's lease (`checkpoint::s3::ensure_lease`), so a paused
 //! instance that lost it makes nothing visible.
 //!
+//! Chunks (pieces of a file that spans checkpoints) must be readable once
+//! finished, so they are completed objects under the hidden
+//! `.sluice/chunks/` prefix of the table (one PUT when small), read back
+//! with ranged GETs and deleted on discard.
+//!
 //! Retries (backoff with jitter, `crate::retry`) wrap one idempotent call:
 //! one part upload (same number, same bytes), one completion, one abort, one
 //! listing. A `write` is never repeated as a whole.
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
@@ -36,6 +42,9 @@ use crate::s3::{classify, CallError, ClientOptions, ObjectOptions, S3Url};
 /// Smallest part S3 accepts (except the last): 5 MiB. Parts are uploaded
 /// once this much is buffered.
 pub const PART_BYTES: usize = 8 << 20;
+/// Where chunks live, relative to the table: hidden from readers (a chunk
+/// must be readable, so it is a completed object, not an open upload).
+const CHUNKS: &str = ".sluice/chunks";
 /// Metadata key holding the upload's nonce (`x-amz-meta-sluice-upload`).
 const NONCE_META: &str = "sluice-upload";
 
@@ -106,6 +115,64 @@ impl S3Backend {
 
     fn full_key(&self, key: &str) -> String {
         self.url.key(key)
+    }
+
+    /// The hidden object a chunk of table-relative `key` is kept in.
+    fn chunk_key(&self, key: &str) -> String {
+        self.url.key(&format!("{CHUNKS}/{key}"))
+    }
+
+    /// The table-relative key of an object or upload key: staged files and
+    /// chunks by their own key, `None` for anything else sluice keeps.
+    fn relative(&self, full: &str) -> Option<String> {
+        let rel = if self.url.prefix.is_empty() { full } else { full.strip_prefix(&self.url.prefix)?.strip_prefix('/')? };
+        match rel.strip_prefix(CHUNKS).and_then(|r| r.strip_prefix('/')) {
+            Some(chunk) => Some(chunk.to_owned()),
+            None => (!rel.starts_with(".sluice/")).then(|| rel.to_owned()),
+        }
+    }
+
+    async fn staged_object(&self, key: &str, full_key: String, chunk: bool) -> Result<Box<dyn Staged>, BackendError> {
+        let client = self.client().await;
+        Ok(Box::new(S3Staged {
+            backend: S3BackendRef {
+                client: client.clone(),
+                url: self.url.clone(),
+                retry: self.retry,
+                key_name: self.key_name.clone(),
+                objects: self.objects.clone(),
+                content_type: self.content_type,
+            },
+            key: key.to_owned(),
+            full_key,
+            upload_id: None,
+            nonce: format!("{:032x}", rand::random::<u128>()),
+            buf: Vec::new(),
+            parts: Vec::new(),
+            bytes: 0,
+            chunk,
+        }))
+    }
+
+    /// Every finished chunk object: full keys.
+    async fn chunk_objects(&self) -> Result<Vec<String>, BackendError> {
+        let client = self.client().await;
+        let prefix = self.url.key(&format!("{CHUNKS}/"));
+        let mut token: Option<String> = None;
+        let mut out = Vec::new();
+        loop {
+            let page = self
+                .call("ListObjectsV2", &prefix, |_| {
+                    let req = client.list_objects_v2().bucket(&self.url.bucket).prefix(&prefix).set_continuation_token(token.clone());
+                    async move { req.send().await.map_err(|e| classify(&e)) }
+                })
+                .await?;
+            out.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            token = page.next_continuation_token().map(str::to_owned);
+            if page.is_truncated() != Some(true) || token.is_none() {
+                return Ok(out);
+            }
+        }
     }
 
     /// A permanent failure, with what to do about it.
@@ -255,6 +322,14 @@ struct S3Staged {
     buf: Vec<u8>,
     parts: Vec<String>,
     bytes: u64,
+    /// A chunk: `finish` makes it a readable (hidden) object.
+    chunk: bool,
+}
+
+/// A finished chunk's `Pending.staging`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Chunk {
+    object: String,
 }
 
 /// What a staged upload needs of its backend (cheap to clone).
@@ -282,6 +357,67 @@ impl S3BackendRef {
 }
 
 impl S3Staged {
+    /// A chunk is durable and readable once `finish` returns: one PUT when it
+    /// fits in a part (idempotent), else its upload completed right away.
+    async fn finish_chunk(mut self: Box<Self>, rows: u64) -> Result<Pending, BackendError> {
+        let b = self.backend.clone();
+        let full_key = self.full_key.clone();
+        if self.parts.is_empty() {
+            let body = Bytes::from(std::mem::take(&mut self.buf));
+            let o = &b.objects;
+            b.retry
+                .retry(
+                    |_| {
+                        let req = b
+                            .client
+                            .put_object()
+                            .bucket(&b.url.bucket)
+                            .key(&full_key)
+                            .body(ByteStream::from(body.clone()))
+                            .set_server_side_encryption(o.sse())
+                            .set_ssekms_key_id(o.kms_key_id.clone());
+                        async move { req.send().await.map(|_| ()).map_err(|e| classify(&e)) }
+                    },
+                    |e: &CallError| e.retryable,
+                )
+                .await
+                .map_err(|e| b.fail("PutObject", &full_key, e))?;
+        } else {
+            if !self.buf.is_empty() {
+                self.upload_part().await?;
+            }
+            let id = self.upload_id.clone().expect("started by the first part");
+            let parts: Vec<CompletedPart> = self
+                .parts
+                .iter()
+                .enumerate()
+                .map(|(i, e)| CompletedPart::builder().part_number(i as i32 + 1).e_tag(e).build())
+                .collect();
+            b.retry
+                .retry(
+                    |_| {
+                        let req = b
+                            .client
+                            .complete_multipart_upload()
+                            .bucket(&b.url.bucket)
+                            .key(&full_key)
+                            .upload_id(&id)
+                            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts.clone())).build());
+                        async move { req.send().await.map(|_| ()).map_err(|e| classify(&e)) }
+                    },
+                    |e: &CallError| e.retryable,
+                )
+                .await
+                .map_err(|e| b.fail("CompleteMultipartUpload", &full_key, e))?;
+        }
+        Ok(Pending {
+            key: self.key.clone(),
+            rows,
+            bytes: self.bytes,
+            staging: serde_json::to_value(Chunk { object: full_key }).expect("chunk serializes"),
+        })
+    }
+
     /// Starts the multipart upload. Not idempotent (a lost answer leaves an
     /// extra upload), but that upload is of this generation and recovery
     /// aborts it.
@@ -374,6 +510,9 @@ impl Staged for S3Staged {
     }
 
     async fn finish(mut self: Box<Self>, rows: u64) -> Result<Pending, BackendError> {
+        if self.chunk {
+            return self.finish_chunk(rows).await;
+        }
         if !self.buf.is_empty() || self.parts.is_empty() {
             self.upload_part().await?;
         }
@@ -399,27 +538,53 @@ impl Backend for S3Backend {
     }
 
     async fn create(&self, key: &str) -> Result<Box<dyn Staged>, BackendError> {
+        self.staged_object(key, self.full_key(key), false).await
+    }
+
+    async fn create_chunk(&self, key: &str) -> Result<Box<dyn Staged>, BackendError> {
+        self.staged_object(key, self.chunk_key(key), true).await
+    }
+
+    async fn read(&self, p: &Pending, range: Range<u64>) -> Result<Vec<u8>, BackendError> {
+        let c: Chunk = serde_json::from_value(p.staging.clone()).map_err(|e| BackendError {
+            message: format!("the record of chunk {} is not an S3 chunk ({e})", p.key),
+            retryable: false,
+        })?;
         let client = self.client().await;
-        Ok(Box::new(S3Staged {
-            backend: S3BackendRef {
-                client: client.clone(),
-                url: self.url.clone(),
-                retry: self.retry,
-                key_name: self.key_name.clone(),
-                objects: self.objects.clone(),
-                content_type: self.content_type,
-            },
-            key: key.to_owned(),
-            full_key: self.full_key(key),
-            upload_id: None,
-            nonce: format!("{:032x}", rand::random::<u128>()),
-            buf: Vec::new(),
-            parts: Vec::new(),
-            bytes: 0,
-        }))
+        let (key, want) = (&c.object, (range.end - range.start) as usize);
+        let bytes = self
+            .call("GetObject", key, |_| {
+                let req = client
+                    .get_object()
+                    .bucket(&self.url.bucket)
+                    .key(key)
+                    .range(format!("bytes={}-{}", range.start, range.end.saturating_sub(1)));
+                async move {
+                    let out = req.send().await.map_err(|e| classify(&e))?;
+                    let body = out.body.collect().await.map_err(|e| CallError::transient(e.to_string()))?;
+                    Ok(body.into_bytes().to_vec())
+                }
+            })
+            .await?;
+        if bytes.len() != want {
+            return Err(BackendError {
+                message: format!(
+                    "chunk s3://{}/{key} is short: bytes {}..{} gave {} bytes",
+                    self.url.bucket,
+                    range.start,
+                    range.end,
+                    bytes.len()
+                ),
+                retryable: false,
+            });
+        }
+        Ok(bytes)
     }
 
     async fn commit(&self, p: &Pending) -> Result<(), BackendError> {
+        if p.staging.get("object").is_some() {
+            return Err(BackendError { message: format!("{} is a chunk: chunks are joined, never committed", p.key), retryable: false });
+        }
         let u: Upload = serde_json::from_value(p.staging.clone()).map_err(|e| BackendError {
             message: format!("the checkpoint's record of {} is not an S3 upload ({e}); the sink's path changed kind since the checkpoint", p.key),
             retryable: false,
@@ -506,18 +671,9 @@ impl Backend for S3Backend {
     }
 
     async fn staged(&self) -> Result<Vec<String>, BackendError> {
-        let strip = if self.url.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.url.prefix)
-        };
-        let keys: BTreeSet<String> = self
-            .uploads()
-            .await?
-            .into_iter()
-            .filter_map(|(k, _)| k.strip_prefix(&strip).map(str::to_owned))
-            .filter(|k| !k.starts_with(".sluice/"))
-            .collect();
+        let uploads = self.uploads().await?.into_iter().map(|(k, _)| k);
+        let chunks = self.chunk_objects().await?;
+        let keys: BTreeSet<String> = uploads.chain(chunks).filter_map(|k| self.relative(&k)).collect();
         Ok(keys.into_iter().collect())
     }
 
@@ -525,11 +681,22 @@ impl Backend for S3Backend {
         if keys.is_empty() {
             return Ok(());
         }
-        let wanted: BTreeSet<String> = keys.iter().map(|k| self.full_key(k)).collect();
+        let wanted: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
         for (key, id) in self.uploads().await? {
-            if wanted.contains(&key) {
+            if self.relative(&key).is_some_and(|r| wanted.contains(r.as_str())) {
                 self.abort(&key, &id).await?;
                 tracing::debug!(%key, upload_id = %id, "aborted a staged upload");
+            }
+        }
+        let client = self.client().await;
+        for key in self.chunk_objects().await? {
+            if self.relative(&key).is_some_and(|r| wanted.contains(r.as_str())) {
+                // Idempotent: deleting a deleted object succeeds.
+                self.call("DeleteObject", &key, |_| {
+                    let req = client.delete_object().bucket(&self.url.bucket).key(&key);
+                    async move { req.send().await.map(|_| ()).map_err(|e| classify(&e)) }
+                })
+                .await?;
             }
         }
         Ok(())

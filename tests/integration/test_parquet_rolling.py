@@ -1,0 +1,207 @@
+"""Parquet files are rolled by size, age and the cap on open files, not by
+checkpoints.
+
+- ~200 MiB of incompressible CSV into five partitions with a 2 s checkpoint
+  interval and `max_file_bytes = "32MiB"`: each partition gets about
+  bytes / 32 MiB files, every one but the last at least 32 MiB, although far
+  more checkpoints happened; every row exactly once (pyarrow and DuckDB).
+- The same input killed with SIGKILL at random moments and resumed: every
+  row exactly once, no staged file or chunk left, and the files still about
+  32 MiB (a crash does not cut files short: the resumed run goes on writing
+  the files the checkpoint lists as open).
+- A near-unique partition column (50k rows) with `max_open_files`: the run
+  completes, the summary says at most that many files were ever open and how
+  many were finished early, and every row is there exactly once."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from sluice_e2e import inprogress_files, parquet_files, wait_for
+
+MIB = 1 << 20
+MAX_FILE = 32 * MIB
+PARTS = 5
+INPUT_MIB = int(os.environ.get("SLUICE_TEST_ROLLING_MIB", "200"))
+SEED = int(os.environ.get("SLUICE_TEST_KILL_SEED", str(int(time.time()))))
+
+
+def write_pipeline(path: Path, out: Path, source: Path, *, partition_by: str, extra: str = "",
+                   interval: str = "2s") -> Path:
+    path.write_text(f"""[pipeline]
+name = "rolling"
+
+[checkpoint]
+dir = "{out}/checkpoint"
+interval = "{interval}"
+
+[dlq]
+path = "{out}/dlq.ndjson"
+
+[sources.rows]
+type = "file"
+path = "{source}"
+
+[sinks.lake]
+type = "parquet"
+inputs = ["rows"]
+path = "{out}/lake"
+partition_by = ["{partition_by}"]
+{extra}
+""")
+    return path
+
+
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory) -> tuple[Path, int]:
+    """INPUT_MIB of CSV: id, part (0..4), and 400 hex digits of random
+    payload that no codec shrinks much. Returns the path and the row count."""
+    path = tmp_path_factory.mktemp("rolling-input") / "rows.csv"
+    rng = random.Random(7)
+    payload_len = 200  # bytes → 400 hex digits
+    row_bytes = 420
+    rows = INPUT_MIB * MIB // row_bytes
+    block = os.urandom(payload_len * 4096).hex()
+    with path.open("w") as f:
+        f.write("id,part,payload\n")
+        chunk = []
+        for i in range(rows):
+            off = rng.randrange(0, len(block) - 2 * payload_len)
+            chunk.append(f"{i},{i % PARTS},{block[off:off + 2 * payload_len]}\n")
+            if len(chunk) == 10_000:
+                f.write("".join(chunk))
+                chunk.clear()
+        f.write("".join(chunk))
+    return path, rows
+
+
+def read_lake(root: Path):
+    import pyarrow.dataset as pads
+
+    return pads.dataset(str(root), format="parquet", partitioning="hive").to_table(columns=["id", "part"])
+
+
+def assert_every_row_once(root: Path, rows: int):
+    import duckdb
+
+    t = read_lake(root)
+    ids = t.column("id").to_pylist()
+    assert len(ids) == rows and len(set(ids)) == rows, (
+        f"{len(ids)} rows, {len(set(ids))} distinct ids; expected {rows} exactly once")
+    assert min(ids) == 0 and max(ids) == rows - 1
+    con = duckdb.connect()
+    n, distinct, bad = con.execute(
+        f"SELECT count(*), count(DISTINCT id), count(*) FILTER (WHERE id % {PARTS} != part) "
+        f"FROM read_parquet('{root}/**/*.parquet', hive_partitioning = true)").fetchone()
+    assert (n, distinct, bad) == (rows, rows, 0), (n, distinct, bad)
+
+
+def files_by_partition(root: Path) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for f in parquet_files(root):
+        p = root / f if not Path(f).is_absolute() else Path(f)
+        out.setdefault(p.parent.name, []).append(p.stat().st_size)
+    return out
+
+
+def assert_sizes_follow_max_file_bytes(root: Path):
+    by_part = files_by_partition(root)
+    assert len(by_part) == PARTS, sorted(by_part)
+    for part, sizes in sorted(by_part.items()):
+        total = sum(sizes)
+        expected = -(-total // MAX_FILE)  # ceil
+        small = [s for s in sizes if s < MAX_FILE]
+        assert len(small) <= 1, f"{part}: only the last file may be under 32 MiB: {sorted(sizes)}"
+        assert expected <= len(sizes) <= expected + 1, f"{part}: {len(sizes)} files for {total} bytes: {sorted(sizes)}"
+
+
+@pytest.mark.parametrize("interval", ["2s", "200ms"])
+def test_files_roll_by_size_not_by_checkpoint(sluice, big_csv, tmp_path, interval):
+    """2 s as Firehose users would set it; 200 ms so that a run of a few
+    seconds has many more checkpoints than files."""
+    source, rows = big_csv
+    out = tmp_path / "out"
+    p = write_pipeline(tmp_path / "p.toml", out, source, partition_by="part", extra='max_file_bytes = "32MiB"',
+                       interval=interval)
+    started = time.monotonic()
+    r = sluice.run(p)
+    took = time.monotonic() - started
+    checkpoints = r.summary["epoch"]
+    by_part = files_by_partition(out / "lake")
+    per_part = max(len(v) for v in by_part.values())
+    print(f"{INPUT_MIB} MiB, {rows} rows in {took:.1f}s, interval {interval}: {checkpoints} checkpoints, "
+          f"files per partition {sorted(len(v) for v in by_part.values())}")
+    assert_sizes_follow_max_file_bytes(out / "lake")
+    if interval == "200ms":
+        assert checkpoints > 3 * per_part, (
+            f"only {checkpoints} checkpoints for {per_part} files per partition: the run was too short to show "
+            "that checkpoints do not roll files")
+    assert_every_row_once(out / "lake", rows)
+    assert not inprogress_files(out), inprogress_files(out)
+
+
+def checkpoint_written(out: Path) -> float:
+    f = out / "checkpoint" / "checkpoint.json"
+    return f.stat().st_mtime if f.exists() else 0.0
+
+
+def test_kill9_while_rolling_keeps_every_row_once(sluice, big_csv, tmp_path):
+    source, rows = big_csv
+    out = tmp_path / "out"
+    p = write_pipeline(tmp_path / "p.toml", out, source, partition_by="part",
+                       extra='max_file_bytes = "32MiB"', interval="300ms")
+    rng = random.Random(SEED)
+    kills, moments = 0, []
+    final = None
+    for attempt in range(12):
+        run = sluice.spawn(p)
+        if kills < 4:
+            before = checkpoint_written(out)
+            wait_for(lambda: checkpoint_written(out) != before or run.proc.poll() is not None, timeout=180,
+                     interval=0.05)
+            delay = rng.uniform(0.0, 0.6)
+            time.sleep(delay)
+            if run.kill9():
+                kills += 1
+                moments.append(f"{delay:.2f}s after a checkpoint")
+                continue
+        final = run.wait(timeout=600)
+        assert final.returncode == 0, final.describe()
+        break
+    ctx = f"(SLUICE_TEST_KILL_SEED={SEED}; kills: {moments})"
+    print(f"killed {kills} times {ctx}")
+    assert final is not None and kills >= 2, f"the run never finished or was hardly killed {ctx}"
+    assert_every_row_once(out / "lake", rows)
+    assert not inprogress_files(out), f"staged files or chunks left: {inprogress_files(out)} {ctx}"
+    assert_sizes_follow_max_file_bytes(out / "lake")
+
+
+def test_near_unique_partition_column_stays_under_max_open_files(sluice, tmp_path):
+    rows, cap = 50_000, 500
+    source = tmp_path / "coords.csv"
+    rng = random.Random(3)
+    with source.open("w") as f:
+        f.write("id,part,lon\n")
+        f.write("".join(f"{i},{i % PARTS},{-74 + rng.random():.6f}\n" for i in range(rows)))
+    out = tmp_path / "out"
+    p = write_pipeline(tmp_path / "p.toml", out, source, partition_by="lon", extra=f"max_open_files = {cap}")
+    started = time.monotonic()
+    r = sluice.run(p)
+    took = time.monotonic() - started
+    sink = r.summary["nodes"]["sinks.lake"]
+    print(f"{rows} near-unique partitions in {took:.1f}s: peak open {sink['open_files_peak']}, "
+          f"finished early {sink['files_finished_early']}")
+    assert sink["open_files_peak"] == cap, sink
+    assert sink["files_finished_early"] >= rows * 0.9, sink
+    assert "max_open_files" in r.stderr and "lon" in r.stderr, "the cap is warned about, naming the column"
+    import pyarrow.dataset as pads
+
+    t = pads.dataset(str(out / "lake"), format="parquet", partitioning="hive").to_table(columns=["id"])
+    ids = t.column("id").to_pylist()
+    assert sorted(ids) == list(range(rows)), f"{len(ids)} rows, {len(set(ids))} distinct"
+    assert not inprogress_files(out)
