@@ -79,6 +79,14 @@ def incomplete_uploads(endpoint: str, bucket: str) -> list[str]:
     return [u["Key"] for u in r.get("Uploads", [])]
 
 
+def checkpoint_epoch(endpoint: str, bucket: str) -> int:
+    try:
+        body = s3(endpoint).get_object(Bucket=bucket, Key="checkpoint/checkpoint.json")["Body"].read()
+        return json.loads(body).get("epoch", 0)
+    except Exception:  # noqa: BLE001 - not there yet
+        return 0
+
+
 def download(endpoint: str, bucket: str, prefix: str, dest: Path) -> Path:
     c = s3(endpoint)
     for key in objects(endpoint, bucket, prefix):
@@ -203,8 +211,11 @@ def test_kill9_during_uploads_loses_and_duplicates_nothing(dataset, sluice, tmp_
     kills = 0
     for _ in range(4):
         run = sluice.spawn(PIPELINE, env=env)
-        # Random moments once uploads are under way.
-        wait_for(lambda: incomplete_uploads(MOTO, bucket) or run.proc.poll() is not None, 60)
+        # Random moments once a checkpoint exists and uploads are under way
+        # (a run killed before its first checkpoint starts a new generation,
+        # and leaves the old one's uploads to the rule for marked generations).
+        wait_for(lambda: (checkpoint_epoch(MOTO, bucket) >= 1 and incomplete_uploads(MOTO, bucket))
+                 or run.proc.poll() is not None, 60)
         time.sleep(rnd.uniform(0.0, 1.2))
         if run.kill9():
             kills += 1
