@@ -413,12 +413,12 @@ mod tests {
     #[test]
     fn containment_is_by_whole_segments() {
         let p = |s: &str| S3Url::parse(s).unwrap();
-        assert!(p("s3://b/a").contains(&p("s3://b/a/b")));
-        assert!(p("s3://b/a").contains(&p("s3://b/a/")));
-        assert!(p("s3://b").contains(&p("s3://b/x")));
-        assert!(!p("s3://b/a").contains(&p("s3://b/ab")));
-        assert!(!p("s3://b/a/b").contains(&p("s3://b/a")));
-        assert!(!p("s3://b/a").contains(&p("s3://c/a")));
+        assert!(p("s3://bkt/a").contains(&p("s3://bkt/a/b")));
+        assert!(p("s3://bkt/a").contains(&p("s3://bkt/a/")));
+        assert!(p("s3://bkt").contains(&p("s3://bkt/x")));
+        assert!(!p("s3://bkt/a").contains(&p("s3://bkt/ab")));
+        assert!(!p("s3://bkt/a/b").contains(&p("s3://bkt/a")));
+        assert!(!p("s3://bkt/a").contains(&p("s3://cat/a")));
     }
 
     #[test]
