@@ -16,6 +16,7 @@ pub mod pipeline; // runtime: node tasks, edges with backpressure, barriers, che
 pub(crate) mod plugin; // wasmtime engine, compiled-component cache, sandbox, per-stage instances
 pub mod produce; // `sluice produce`: CSV/NDJSON file -> Kinesis PutRecords (retries, KPL aggregation, progress)
 pub mod retry; // the one retry policy: exponential backoff, full jitter, bounded
+pub mod s3; // S3 shared by the checkpoint store and sink backends: s3:// URLs, the client (credential chain, endpoint, path style), error classification
 pub mod sink; // sinks (parquet, file, opensearch, dlq), the two-phase prepare/commit contract, what each `SinkSpec` kind is
 pub mod source; // sources (file, generator, kinesis) and the position/barrier contract
 pub mod telemetry; // tracing setup: text or JSON logs on stderr

@@ -76,6 +76,9 @@ impl Coordinator {
             }
             tokio::select! {
                 _ = tick.tick(), if in_flight.is_none() => early = true,
+                // A lost S3 lease: another process owns the store now, and
+                // nothing more of this one may become visible.
+                e = self.store.lost() => return Err(RunError::Checkpoint(e)),
                 changed = self.shutdown.changed(), if !finishing => {
                     if changed.is_ok() && *self.shutdown.borrow() {
                         info!("shutting down: draining in-flight batches, then a last checkpoint");

@@ -122,7 +122,7 @@ fn state_in(cp: &Option<Checkpoint>, key: &str) -> Option<serde_json::Value> {
 /// recovery completes the last checkpoint's commits and discards anything
 /// staged after it, before a single record is re-read.
 async fn recover(p: &Pipeline) -> Result<Recovered, StartError> {
-    let store = checkpoint::open(&p.spec.checkpoint.dir).await?;
+    let store = checkpoint::open_with(&p.spec.checkpoint.dir, p.spec.checkpoint.lease_ttl.map(|d| d.0)).await?;
     let checkpoint = store.load().await?;
     if let Some(cp) = &checkpoint {
         if cp.pipeline != p.name {
@@ -138,7 +138,7 @@ async fn recover(p: &Pipeline) -> Result<Recovered, StartError> {
         s.recover(state_in(&checkpoint, &key).as_ref()).await?;
         sinks.insert(key, s);
     }
-    let mut dlq_sink: Box<dyn Sink> = Box::new(sink::dlq::dlq_sink(DLQ, p.spec.dlq.path.as_ref())?);
+    let mut dlq_sink: Box<dyn Sink> = sink::dlq::dlq_sink(DLQ, &p.spec.dlq)?;
     dlq_sink.recover(state_in(&checkpoint, DLQ).as_ref()).await?;
     sinks.insert(DLQ.into(), dlq_sink);
     Ok(Recovered { store, checkpoint, resumed_from, sinks })

@@ -38,6 +38,7 @@
 //! Errors say what failed, on which file or object, and what to do.
 
 pub mod dlq;
+pub(crate) mod dlq_s3;
 pub(crate) mod durable;
 pub mod file;
 pub mod opensearch;
