@@ -1,7 +1,8 @@
 //! `sluice bench`: the same validate+enrich logic (plugins/taxi-logic)
 //! (a) compiled natively and called directly, (b) as Wasm plugins through the
 //! host, each in JSON and Arrow form, and (c) end to end file → plugins →
-//! Parquet in a child `sluice run`, whose peak RSS is read with wait4.
+//! Parquet in a child `sluice run`, whose peak RSS is read with wait4, and
+//! (d) the windowed trip-statistics pipeline (`trip_stats`).
 //! Prints records/s and ratios; asserts nothing (speed is not a test).
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 use crate::batch::{Batch, BatchData, Format, Origin};
 use crate::plugin::{host, wire, PluginEngine, PluginSpec, TransformPlugin};
 use crate::source::rows::RowBatcher;
+
+mod trip_stats;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -157,8 +160,10 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
     // RSS (wait4) starts at the parent's RSS before `exec`.
     if !args.no_e2e {
         end_to_end(args)?;
+        trip_stats::end_to_end(args)?;
     }
     let inp = inputs(args);
+    trip_stats::native(&inp)?;
     let engine = PluginEngine::new(Some(crate::cli::default_cache_dir())).map_err(|e| e.to_string())?;
     let mut rows = Vec::new();
     for (form, files, native) in [

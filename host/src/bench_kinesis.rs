@@ -307,7 +307,7 @@ async fn source_once(args: &Args, stream: &str, total: u64, poll_interval: Optio
     let handle = tokio::spawn(crate::source::kinesis::run(spec, ctx));
     let elapsed = tokio::time::timeout(Duration::from_secs(600), done_rx).await;
     // The final barrier stops the source after what it already emitted.
-    let _ = barriers.send(Barrier { epoch: 1, last: true });
+    let _ = barriers.send(Barrier { epoch: 1, last: true, drained: false });
     let ended = tokio::time::timeout(Duration::from_secs(30), handle).await;
     let (n, dead) = counter.await.map_err(|e| BenchError::Other(format!("counter task: {e}")))?;
     match ended {

@@ -79,7 +79,7 @@ pub fn print_summary(s: &RunSummary, p: &Pipeline) {
     let read: u64 = s.nodes.iter().filter(|(k, _)| k.starts_with("sources.")).map(|(_, n)| n.records_in).sum();
     eprintln!("  {:.0} records/s read", read as f64 / secs);
     for (name, sk) in &p.spec.sinks {
-        eprintln!("  output: {} → {}", name, sk.path());
+        eprintln!("  output: {} → {}", name, sk.describe_destination());
     }
     eprintln!("  dead letters → {}", p.spec.dlq.path);
     if s.resumed_from > 0 && read == 0 {

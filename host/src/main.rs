@@ -80,6 +80,8 @@ enum Cmd {
     Bench(sluice::bench::BenchArgs),
     /// Read throughput of the Kinesis source vs a bare GetRecords loop (on an emulator such as kinesalite).
     BenchKinesis(sluice::bench_kinesis::Args),
+    /// Bulk docs/s of the OpenSearch sink vs a bare bulk loop, and read → searchable latency (on a local OpenSearch).
+    BenchOpensearch(sluice::bench_opensearch::Args),
     /// Put a CSV/NDJSON file of trips into a Kinesis stream (the seed's KPL producer, done right).
     Produce(sluice::produce::ProduceArgs),
 }
@@ -160,6 +162,7 @@ fn main() {
             }
             Cmd::Bench(b) => sluice::bench::run(b).await,
             Cmd::BenchKinesis(a) => sluice::bench_kinesis::run(a).await,
+            Cmd::BenchOpensearch(a) => sluice::bench_opensearch::run(a).await,
             Cmd::Produce(args) => match sluice::produce::run(args).await {
                 Ok(report) => {
                     eprintln!("produce: {report}");

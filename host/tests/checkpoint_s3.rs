@@ -172,14 +172,27 @@ async fn stale_and_orphaned_leases_are_taken_over() {
     let msg = err.to_string();
     assert!(msg.contains("host elsewhere, pid 1") && msg.contains("expires in"), "{msg}");
 
-    // This host, a PID that is not running (a crashed run): taken over at once.
+    // This host, boot and PID namespace, a PID that is not running (a
+    // crashed run): taken over at once.
     let host = hostname();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim().to_string();
+    let ns = std::fs::read_link("/proc/self/ns/pid").unwrap().display().to_string();
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
-    let orphan = format!(r#"{{"owner":"x","host":"{host}","pid":{dead},"heartbeat_ms":{now},"ttl_ms":60000}}"#);
+    let orphan = format!(r#"{{"owner":"x","host":"{host}","pid":{dead},"heartbeat_ms":{now},"ttl_ms":60000,"boot_id":"{boot}","pid_ns":"{ns}"}}"#);
     c.put_object().bucket(&b).key("c/LOCK").body(ByteStream::from(orphan.into_bytes())).send().await.unwrap();
     S3Store::open_with(c.clone(), url(&b, "c"), Options::default()).await.expect("orphaned lease taken over");
+
+    // The same host name and a PID not running here, but another PID
+    // namespace (a container) or no namespace recorded: that process may be
+    // alive, so the lease holds until its TTL.
+    for extra in [format!(r#","boot_id":"{boot}","pid_ns":"pid:[1]""#), String::new()] {
+        let other = format!(r#"{{"owner":"x","host":"{host}","pid":{dead},"heartbeat_ms":{now},"ttl_ms":60000{extra}}}"#);
+        c.put_object().bucket(&b).key("d/LOCK").body(ByteStream::from(other.into_bytes())).send().await.unwrap();
+        let err = S3Store::open_with(c.clone(), url(&b, "d"), Options::default()).await.err().expect("a live owner elsewhere keeps its lease");
+        assert!(matches!(err, CheckpointError::Locked { .. }), "{err:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

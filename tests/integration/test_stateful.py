@@ -6,14 +6,16 @@ the set of seen keys is host-owned state) under failure and restart:
   (a failed call's state writes never reach the retry, the bisection or the
   checkpoint);
 - state survives a restart, and the plugin's `init` sees it (it refuses a
-  changed key field over existing state)."""
+  changed key field over existing state);
+- state survives kill -9 at random moments: no key passes twice or never."""
 
 from __future__ import annotations
 
 import json
 import random
+import time
 
-from sluice_e2e import TEST_PIPELINES, read_dlq
+from sluice_e2e import TEST_PIPELINES, read_dlq, wait_for
 
 PIPELINE = TEST_PIPELINES / "dedupe.toml"
 STAGE = "stages.dedupe"
@@ -74,3 +76,34 @@ def test_state_survives_a_restart_and_init_sees_it(sluice, tmp_path, out_dir):
     assert r.returncode == 1, r.describe()
     assert 'holds keys of field "id" but key is now "other"' in r.stderr, r.describe()
     assert unique_ids(out_dir) == ["a", "b", "c"]
+
+
+def test_state_survives_kill9_at_random_moments(sluice, tmp_path, out_dir):
+    """Keys seen before a kill -9 are still seen after it: were the state
+    lost (or ahead of the positions), a key would pass twice (or never)."""
+    rng = random.Random(11)
+    keys = [f"k{i:05d}" for i in range(20_000)]
+    events = [{"id": rng.choice(keys), "n": n} for n in range(150_000)]
+    inp = tmp_path / "events.ndjson"
+    write_events(inp, events)
+    env = {"SLUICE_INPUT": inp, "SLUICE_OUT": out_dir, "SLUICE_CHECKPOINT_INTERVAL": "50ms"}
+    cp = out_dir / "checkpoint" / "checkpoint.json"
+    kills = 0
+    for _ in range(12):
+        run = sluice.spawn(PIPELINE, env=env)
+        if kills < 4:
+            before = cp.stat().st_mtime_ns if cp.exists() else 0
+            wait_for(lambda: (cp.exists() and cp.stat().st_mtime_ns != before) or run.proc.poll() is not None,
+                     timeout=60, interval=0.005)
+            time.sleep(rng.uniform(0.0, 0.1))
+            if run.kill9():
+                kills += 1
+                continue
+        final = run.wait(timeout=300)
+        assert final.returncode == 0, final.describe()
+        break
+    assert kills >= 2, f"only {kills} kills landed before the run finished; input too small?"
+    got = unique_ids(out_dir)
+    first = list(dict.fromkeys(e["id"] for e in events))
+    assert len(got) == len(set(got)), f"{len(got) - len(set(got))} keys passed twice after kill -9"
+    assert got == first, f"missing: {sorted(set(first) - set(got))[:10]}"

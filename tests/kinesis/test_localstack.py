@@ -7,8 +7,10 @@ DLQ with its code."""
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
+import boto3
 import pytest
 
 from sluice_e2e import REPO, assert_duckdb_agrees, read_parquet
@@ -40,10 +42,22 @@ def test_taxi_localstack_pipeline(localstack_endpoint, sluice, datasets, tmp_pat
 
         out = tmp_path / "out"
         out.mkdir()
+        # The table goes to S3 on the same LocalStack; read back from a copy.
+        s3 = boto3.client("s3", endpoint_url=localstack_endpoint, region_name="us-east-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+        bucket = f"taxi-{uuid.uuid4().hex[:12]}"
+        s3.create_bucket(Bucket=bucket)
         env = {**AWS_ENV, "SLUICE_KINESIS_ENDPOINT": localstack_endpoint, "SLUICE_STREAM": stream,
-               "SLUICE_OUT": out, "SLUICE_STOP_WHEN_IDLE": "3s", "SLUICE_CHECKPOINT_INTERVAL": "1s"}
+               "SLUICE_OUT": out, "SLUICE_TABLE": f"s3://{bucket}/trips", "SLUICE_STOP_WHEN_IDLE": "3s",
+               "SLUICE_CHECKPOINT_INTERVAL": "1s"}
         run = sluice.run(PIPELINE, env=env)
         assert run.summary["nodes"]["sources.trips"]["records_out"] == ds.rows, run.describe()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="trips/"):
+            for o in page.get("Contents", []):
+                dest = out / o["Key"]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(bucket, o["Key"], str(dest))
+        assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
         assert_exactly_once_kinesis(ds, out)
         table = read_parquet(out / "trips")
         assert set(table.column("source").to_pylist()) == {"sluice-taxi-localstack"}

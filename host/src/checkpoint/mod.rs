@@ -41,12 +41,23 @@ pub trait CheckpointStore: Send + Sync {
     /// Durable and atomic: after it returns, a crash leaves this checkpoint or a later one.
     async fn save(&self, cp: &Checkpoint) -> Result<(), CheckpointError>;
     fn describe(&self) -> String;
+    /// Resolves when this process lost the right to write the store (an S3
+    /// lease taken over by another process); never for a local store, whose
+    /// lock cannot be lost.
+    async fn lost(&self) -> CheckpointError {
+        std::future::pending().await
+    }
 }
 
 /// Open the store named in `[checkpoint] dir`: `s3://bucket/prefix` or a local directory.
 pub async fn open(dir: &str) -> Result<Box<dyn CheckpointStore>, CheckpointError> {
+    open_with(dir, None).await
+}
+
+/// [`open`], with the S3 lease's TTL (`[checkpoint] lease_ttl`).
+pub async fn open_with(dir: &str, lease_ttl: Option<std::time::Duration>) -> Result<Box<dyn CheckpointStore>, CheckpointError> {
     if dir.starts_with("s3://") {
-        return Ok(Box::new(s3::S3Store::open(dir).await?));
+        return Ok(Box::new(s3::S3Store::open(dir, lease_ttl).await?));
     }
     Ok(Box::new(local::LocalStore::open(dir.as_ref())?))
 }

@@ -11,18 +11,27 @@
 //! The lease is created with `If-None-Match: *`, renewed with `If-Match` before
 //! every save and by a heartbeat task, and deleted (`If-Match`) on drop. A lease
 //! is taken over only when its heartbeat is older than its TTL (the owner's and
-//! our clocks must agree within the TTL), or when it names this host and a PID
-//! that is no longer running (a restart after a crash does not wait the TTL).
+//! our clocks must agree within the TTL), or when it names this host, boot and
+//! PID namespace and a PID that is no longer running (a restart after a crash
+//! does not wait the TTL; hostname + PID alone is no identity: containers share
+//! hostnames and number PIDs from 1).
+//!
+//! Fencing. A process paused past its TTL (SIGSTOP, a long GC-like stall, a
+//! network partition) must not make output visible once another took over:
+//! - the new owner *claims* the checkpoint object at `load` (a conditional
+//!   rewrite with its owner token, before any sink cleanup), so a checkpoint
+//!   PUT of the old owner that was in flight can no longer land after the new
+//!   owner read the checkpoint;
+//! - sink backends call [`ensure_lease`] before every commit: a lease not
+//!   confirmed within 3/4 of its TTL is renewed first, and a lost one refuses;
+//! - losing the lease stops the pipeline (`CheckpointStore::lost`) with a
+//!   clear error instead of a warning.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Region};
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -30,46 +39,11 @@ use tracing::{debug, info, warn};
 
 use super::{Checkpoint, CheckpointError, CheckpointStore};
 use crate::retry::RetryPolicy;
+pub use crate::s3::{client_from_env, S3Url};
+use crate::s3::{classify, CallError};
 
 const CHECKPOINT: &str = "checkpoint.json";
 const LOCK: &str = "LOCK";
-/// Region used with an endpoint override when the chain names none (emulators accept any).
-const FALLBACK_REGION: &str = "us-east-1";
-
-/// Where an `s3://bucket/prefix` URL points. `prefix` has no leading or trailing `/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Url {
-    pub bucket: String,
-    pub prefix: String,
-}
-
-impl S3Url {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        let rest = url.strip_prefix("s3://").ok_or_else(|| format!("{url:?} is not an s3:// URL"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let valid = (3..=63).contains(&bucket.len())
-            && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
-        if !valid {
-            return Err(format!("{url:?}: bucket name {bucket:?} is not valid (3-63 characters: a-z, 0-9, '-', '.'); write s3://bucket/prefix"));
-        }
-        let prefix = prefix.trim_matches('/');
-        if prefix.split('/').any(|s| s.is_empty() && !prefix.is_empty()) {
-            return Err(format!("{url:?}: the prefix has an empty path segment (`//`)"));
-        }
-        Ok(Self { bucket: bucket.to_string(), prefix: prefix.to_string() })
-    }
-
-    pub fn key(&self, name: &str) -> String {
-        if self.prefix.is_empty() { name.to_string() } else { format!("{}/{name}", self.prefix) }
-    }
-}
-
-impl std::fmt::Display for S3Url {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "s3://{}/{}", self.bucket, self.prefix)
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Options {
     /// A lease not renewed for this long may be taken over by another process.
@@ -87,33 +61,6 @@ impl Default for Options {
     }
 }
 
-/// Builds a client from the AWS default chain. `SLUICE_S3_ENDPOINT` overrides
-/// the endpoint (aws-config reads `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`
-/// itself); any override turns on path-style addressing, which emulators need.
-/// SDK retries are off: `Options::retry` is the one policy.
-pub async fn client_from_env() -> aws_sdk_s3::Client {
-    let endpoint = std::env::var("SLUICE_S3_ENDPOINT").ok().filter(|s| !s.is_empty());
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(1))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(20))
-                .build(),
-        );
-    if let Some(ep) = &endpoint {
-        loader = loader.endpoint_url(ep);
-    }
-    let shared = loader.load().await;
-    let overridden = endpoint.is_some()
-        || ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"].iter().any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()));
-    let mut conf = aws_sdk_s3::config::Builder::from(&shared).force_path_style(overridden);
-    if shared.region().is_none() {
-        conf = conf.region(Region::new(FALLBACK_REGION));
-    }
-    aws_sdk_s3::Client::from_conf(conf.build())
-}
-
 /// The lease document in `prefix/LOCK`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Lease {
@@ -122,6 +69,30 @@ struct Lease {
     pid: u32,
     heartbeat_ms: i64,
     ttl_ms: u64,
+    /// The kernel's boot id and the PID namespace: a PID means something only
+    /// within both (absent in leases of earlier versions: never orphaned then).
+    #[serde(default)]
+    boot_id: String,
+    #[serde(default)]
+    pid_ns: String,
+}
+
+/// The store whose lease this process holds, for [`ensure_lease`].
+static ACTIVE: std::sync::Mutex<Option<Weak<Shared>>> = std::sync::Mutex::new(None);
+
+/// Whether this process may still make output visible: `Ok` without an S3
+/// checkpoint store; with one, `Ok` when its lease was confirmed within 3/4
+/// of its TTL or can be renewed now, else why not.
+pub async fn ensure_lease() -> Result<(), String> {
+    let Some(s) = ACTIVE.lock().expect("lease registry").as_ref().and_then(Weak::upgrade) else { return Ok(()) };
+    if let Some(why) = s.lost.borrow().clone() {
+        return Err(why);
+    }
+    let fresh = s.confirmed.lock().expect("lease time").is_some_and(|t| t.elapsed() < s.opts.lease_ttl * 3 / 4);
+    if fresh {
+        return Ok(());
+    }
+    s.renew().await.map_err(|e| e.to_string())
 }
 
 /// State shared by the store and its heartbeat task.
@@ -134,41 +105,16 @@ struct Shared {
     lease_etag: Mutex<Option<String>>,
     /// ETag of the checkpoint we last read or wrote; `None`: no object yet.
     cp_etag: Mutex<Option<String>>,
+    /// When the body of our last successful lease write was made: the lease
+    /// is ours until then + TTL (by our clock).
+    confirmed: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Why the lease is lost, once it is.
+    lost: tokio::sync::watch::Sender<Option<String>>,
 }
 
 pub struct S3Store {
     shared: Arc<Shared>,
     heartbeat: tokio::task::JoinHandle<()>,
-}
-
-/// One failed S3 call, classified.
-struct CallError {
-    /// 412 / 409: a conditional write lost against another writer.
-    conflict: bool,
-    not_found: bool,
-    retryable: bool,
-    message: String,
-}
-
-fn classify<E>(err: &SdkError<E, HttpResponse>) -> CallError
-where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-{
-    let message = DisplayErrorContext(err).to_string();
-    let (code, status) = match err {
-        SdkError::ServiceError(ctx) => (ctx.err().code().map(str::to_string), Some(ctx.raw().status().as_u16())),
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            return CallError { conflict: false, not_found: false, retryable: true, message };
-        }
-        _ => (None, None),
-    };
-    let code = code.as_deref().unwrap_or("");
-    let conflict = matches!(code, "PreconditionFailed" | "ConditionalRequestConflict") || matches!(status, Some(412 | 409));
-    let not_found = code == "NoSuchKey" || (status == Some(404) && code != "NoSuchBucket");
-    let retryable = !conflict
-        && (matches!(code, "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable" | "Throttling")
-            || matches!(status, Some(429 | 500..=599)) && status != Some(501));
-    CallError { conflict, not_found, retryable, message }
 }
 
 fn now_ms() -> i64 {
@@ -184,6 +130,14 @@ fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+fn pid_ns() -> String {
+    std::fs::read_link("/proc/self/ns/pid").map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -203,15 +157,7 @@ impl Shared {
 
     /// A failed call that is not a conflict, as the error the pipeline shows.
     fn failure(&self, key: &str, op: &str, e: CallError) -> CheckpointError {
-        let hint = if e.message.contains("NoSuchBucket") {
-            format!("bucket {} does not exist; create it or fix `[checkpoint] dir`", self.url.bucket)
-        } else if e.message.contains("AccessDenied") || e.message.contains("InvalidAccessKeyId") || e.message.contains("SignatureDoesNotMatch") {
-            "check the AWS credentials and that they may read and write this prefix".into()
-        } else if e.retryable {
-            "S3 (or SLUICE_S3_ENDPOINT) is not reachable or failing; check the endpoint and network".into()
-        } else {
-            "check the bucket, prefix and credentials".into()
-        };
+        let hint = e.hint(&self.url, "[checkpoint] dir");
         self.io(key, format!("{op} failed: {}; {hint}", e.message))
     }
 
@@ -233,7 +179,7 @@ impl Shared {
                     let etag = out.e_tag().map(str::to_string);
                     match out.body.collect().await {
                         Ok(b) => Ok(Some((b.into_bytes().to_vec(), etag))),
-                        Err(e) => Err(CallError { conflict: false, not_found: false, retryable: true, message: e.to_string() }),
+                        Err(e) => Err(CallError::transient(e.to_string())),
                     }
                 },
                 |e: &CallError| e.retryable,
@@ -290,6 +236,8 @@ impl Shared {
             pid: std::process::id(),
             heartbeat_ms: now_ms(),
             ttl_ms: self.opts.lease_ttl.as_millis() as u64,
+            boot_id: boot_id(),
+            pid_ns: pid_ns(),
         };
         serde_json::to_vec(&lease).expect("lease serialises")
     }
@@ -298,8 +246,10 @@ impl Shared {
     async fn acquire(&self) -> Result<(), CheckpointError> {
         let key = self.url.key(LOCK);
         for _ in 0..3 {
+            let at = std::time::Instant::now();
             if let Ok(t) = self.put_if(&key, &self.lease_body(), None).await? {
                 *self.lease_etag.lock().await = Some(t);
+                *self.confirmed.lock().expect("lease time") = Some(at);
                 return Ok(());
             }
             let Some((bytes, Some(etag))) = self.get(&key).await? else { continue }; // released meanwhile
@@ -313,7 +263,8 @@ impl Shared {
                 }
             };
             let age = Duration::from_millis(now_ms().saturating_sub(held.heartbeat_ms).max(0) as u64);
-            let orphaned = held.host == hostname() && held.pid != std::process::id() && !pid_alive(held.pid);
+            let same_pid_space = held.host == hostname() && !held.boot_id.is_empty() && held.boot_id == boot_id() && held.pid_ns == pid_ns();
+            let orphaned = same_pid_space && held.pid != std::process::id() && !pid_alive(held.pid);
             let expired = age > Duration::from_millis(held.ttl_ms);
             if !(orphaned || expired) {
                 let left = Duration::from_millis(held.ttl_ms).saturating_sub(age);
@@ -328,8 +279,10 @@ impl Shared {
             }
             let why = if orphaned { "its process is gone" } else { "its heartbeat expired" };
             warn!(store = %self.url, host = %held.host, pid = held.pid, "taking over the checkpoint lease: {why}");
+            let at = std::time::Instant::now();
             if let Ok(t) = self.put_if(&key, &self.lease_body(), Some(&etag)).await? {
                 *self.lease_etag.lock().await = Some(t);
+                *self.confirmed.lock().expect("lease time") = Some(at);
                 return Ok(());
             }
             // Someone else took it over first: look again.
@@ -342,22 +295,38 @@ impl Shared {
         let key = self.url.key(LOCK);
         let mut guard = self.lease_etag.lock().await;
         let Some(etag) = guard.clone() else {
-            return Err(self.locked(format!("this process lost its lease s3://{}/{key} to another one", self.url.bucket)));
+            let why = self.lost.borrow().clone();
+            return Err(self.locked(why.unwrap_or_else(|| format!("this process lost its lease s3://{}/{key} to another one", self.url.bucket))));
         };
+        let at = std::time::Instant::now();
         match self.put_if(&key, &self.lease_body(), Some(&etag)).await? {
             Ok(t) => {
                 *guard = Some(t);
+                *self.confirmed.lock().expect("lease time") = Some(at);
                 Ok(())
             }
             Err(()) => {
                 *guard = None;
-                Err(self.locked(format!(
-                    "it took over the lease s3://{}/{key} while this one was paused or cut off for more than {}s",
+                let why = format!(
+                    "another process took over the lease s3://{}/{key} while this one was paused or cut off for more than {}s; this one stops without making more output visible",
                     self.url.bucket,
                     self.opts.lease_ttl.as_secs()
-                )))
+                );
+                self.lose(why.clone());
+                Err(self.locked(why))
             }
         }
+    }
+
+    /// Records that the lease is lost; wakes `CheckpointStore::lost`.
+    fn lose(&self, why: String) {
+        self.lost.send_if_modified(|l| {
+            let first = l.is_none();
+            if first {
+                *l = Some(why);
+            }
+            first
+        });
     }
 
     async fn release(&self) {
@@ -380,10 +349,18 @@ async fn heartbeat(shared: Weak<Shared>, every: Duration) {
         if let Err(e) = s.renew().await {
             match e {
                 CheckpointError::Locked { .. } => {
-                    warn!(error = %e, "checkpoint lease lost; the next checkpoint will fail");
+                    warn!(error = %e, "checkpoint lease lost; the pipeline stops");
                     return;
                 }
-                _ => warn!(error = %e, "checkpoint lease heartbeat failed; retrying"),
+                _ => {
+                    // Past the TTL another process may take the lease over at any moment.
+                    let since = s.confirmed.lock().expect("lease time").map(|t| t.elapsed()).unwrap_or_default();
+                    if since >= s.opts.lease_ttl {
+                        s.lose(format!("could not renew the checkpoint lease for {}s ({e}); another process may own the store now", since.as_secs()));
+                        return;
+                    }
+                    warn!(error = %e, "checkpoint lease heartbeat failed; retrying");
+                }
             }
         }
     }
@@ -391,9 +368,11 @@ async fn heartbeat(shared: Weak<Shared>, every: Duration) {
 
 impl S3Store {
     /// Opens `s3://bucket/prefix` with a client from the AWS default chain.
-    pub async fn open(url: &str) -> Result<Self, CheckpointError> {
+    pub async fn open(url: &str, lease_ttl: Option<Duration>) -> Result<Self, CheckpointError> {
         let parsed = S3Url::parse(url).map_err(|message| CheckpointError::Io { store: url.into(), message })?;
-        Self::open_with(client_from_env().await, parsed, Options::default()).await
+        let mut opts = Options::default();
+        opts.lease_ttl = lease_ttl.unwrap_or(opts.lease_ttl);
+        Self::open_with(client_from_env().await, parsed, opts).await
     }
 
     /// Opens with a given client: takes the lease (or fails with `Locked`) and
@@ -408,8 +387,11 @@ impl S3Store {
             owner,
             lease_etag: Mutex::new(None),
             cp_etag: Mutex::new(None),
+            confirmed: std::sync::Mutex::new(None),
+            lost: tokio::sync::watch::Sender::new(None),
         });
         shared.acquire().await?;
+        *ACTIVE.lock().expect("lease registry") = Some(Arc::downgrade(&shared));
         let store = Self { heartbeat: tokio::spawn(heartbeat(Arc::downgrade(&shared), every)), shared };
         // From here on, dropping `store` releases the lease.
         let key = store.shared.url.key(CHECKPOINT);
@@ -425,26 +407,56 @@ impl S3Store {
 
 #[async_trait]
 impl CheckpointStore for S3Store {
+    /// Reads the checkpoint and claims it: rewrites it (conditionally, with
+    /// this owner's token) so a checkpoint PUT still in flight from a former
+    /// owner fails instead of landing after this read. Without a checkpoint
+    /// the claim is a document with no epoch, which loads as none.
     async fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
         let s = &self.shared;
         let key = s.url.key(CHECKPOINT);
+        let corrupt = |e: serde_json::Error| CheckpointError::Corrupt { store: format!("s3://{}/{key}", s.url.bucket), message: e.to_string() };
         let mut cp_etag = s.cp_etag.lock().await;
-        let Some((bytes, etag)) = s.get(&key).await? else {
-            *cp_etag = None;
-            return Ok(None);
-        };
-        *cp_etag = etag;
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| CheckpointError::Corrupt {
-            store: format!("s3://{}/{key}", s.url.bucket),
-            message: e.to_string(),
-        })
+        for _ in 0..5 {
+            let (doc, etag) = match s.get(&key).await? {
+                None => (serde_json::json!({ "claimed_by": s.owner }), None),
+                Some((bytes, etag)) => {
+                    let mut doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(corrupt)?;
+                    if let Some(o) = doc.as_object_mut() {
+                        o.insert("claimed_by".into(), s.owner.clone().into());
+                    }
+                    (doc, etag)
+                }
+            };
+            let body = serde_json::to_vec_pretty(&doc).expect("checkpoint serialises");
+            match s.put_if(&key, &body, etag.as_deref()).await? {
+                Ok(t) => {
+                    *cp_etag = Some(t);
+                    if doc.get("epoch").is_none() {
+                        return Ok(None);
+                    }
+                    return serde_json::from_value(doc).map(Some).map_err(corrupt);
+                }
+                // Written meanwhile (a former owner's last save): read it again.
+                Err(()) => continue,
+            }
+        }
+        Err(s.locked(format!("s3://{}/{key} keeps changing while this process claims it", s.url.bucket)))
+    }
+
+    async fn lost(&self) -> CheckpointError {
+        let mut rx = self.shared.lost.subscribe();
+        let got = rx.wait_for(Option::is_some).await.map(|w| w.clone().unwrap_or_default());
+        let Ok(why) = got else { return std::future::pending().await };
+        self.shared.locked(why)
     }
 
     async fn save(&self, cp: &Checkpoint) -> Result<(), CheckpointError> {
         let s = &self.shared;
         s.renew().await?;
         let key = s.url.key(CHECKPOINT);
-        let body = serde_json::to_vec_pretty(cp).expect("checkpoint serialises");
+        let mut doc = serde_json::to_value(cp).expect("checkpoint serialises");
+        doc.as_object_mut().expect("an object").insert("claimed_by".into(), s.owner.clone().into());
+        let body = serde_json::to_vec_pretty(&doc).expect("checkpoint serialises");
         let mut cp_etag = s.cp_etag.lock().await;
         match s.put_if(&key, &body, cp_etag.as_deref()).await? {
             Ok(t) => {
@@ -478,25 +490,6 @@ impl Drop for S3Store {
             _ => {
                 handle.spawn(async move { shared.release().await });
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_urls() {
-        let u = S3Url::parse("s3://my-bucket/a/b/").unwrap();
-        assert_eq!(u, S3Url { bucket: "my-bucket".into(), prefix: "a/b".into() });
-        assert_eq!(u.key(CHECKPOINT), "a/b/checkpoint.json");
-        assert_eq!(u.to_string(), "s3://my-bucket/a/b");
-        let root = S3Url::parse("s3://bkt").unwrap();
-        assert_eq!((root.prefix.as_str(), root.key(LOCK)), ("", "LOCK".to_string()));
-        assert_eq!(S3Url::parse("s3://bkt/").unwrap().key(CHECKPOINT), "checkpoint.json");
-        for bad in ["s3://", "s3://Upper/x", "s3://ab/x", "file:///tmp", "s3://b_k/x", "s3://bkt/a//b"] {
-            assert!(S3Url::parse(bad).is_err(), "{bad}");
         }
     }
 }

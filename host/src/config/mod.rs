@@ -7,6 +7,7 @@ pub mod locate;
 pub mod model;
 pub mod outputs;
 pub mod units;
+pub mod window;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, NodeKind, Pipeline};

@@ -67,6 +67,10 @@ pub struct CheckpointSpec {
     /// files roll, like Firehose's buffer interval).
     #[serde(default = "default_interval")]
     pub interval: Dur,
+    /// S3 stores: how long a lease lives without a heartbeat before another
+    /// process may take the store over (default 60s).
+    #[serde(default)]
+    pub lease_ttl: Option<Dur>,
 }
 
 fn default_interval() -> Dur {
@@ -78,6 +82,7 @@ impl Default for CheckpointSpec {
         Self {
             dir: String::new(),
             interval: default_interval(),
+            lease_ttl: None,
         }
     }
 }
@@ -159,6 +164,32 @@ pub struct DlqSpec {
     /// checkpoint is in S3), so every pipeline has its own.
     #[serde(default)]
     pub path: String,
+    /// For `path = "s3://bucket/prefix/"`: as the Parquet sink's keys.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    #[serde(default)]
+    pub sse: Option<crate::s3::Sse>,
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl DlqSpec {
+    pub fn s3(&self) -> crate::s3::S3Keys {
+        crate::s3::S3Keys {
+            region: self.region.clone().filter(|s| !s.is_empty()),
+            endpoint: self.endpoint.clone().filter(|s| !s.is_empty()),
+            sse: self.sse,
+            kms_key_id: self.kms_key_id.clone(),
+            storage_class: self.storage_class.clone(),
+            tags: self.tags.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +247,13 @@ pub struct StageSpec {
     pub limits: LimitsOverride,
     #[serde(default)]
     pub grants: GrantsSpec,
+    /// Aggregate stages only: the bound on the stage's in-memory state
+    /// (open windows, their keys and accumulators, keyed state).
+    #[serde(default)]
+    pub state_memory: Option<ByteSize>,
+    /// Aggregate stages only (required there): the event-time window.
+    #[serde(default)]
+    pub window: Option<crate::config::window::WindowSpec>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,4 +261,6 @@ pub struct StageSpec {
 pub enum SinkSpec {
     Parquet(crate::sink::parquet::config::ParquetSinkSpec),
     File(crate::sink::file::FileSinkSpec),
+    #[serde(rename = "opensearch")]
+    OpenSearch(crate::sink::opensearch::config::OpenSearchSinkSpec),
 }

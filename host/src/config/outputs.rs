@@ -8,6 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use super::error::ConfigError;
 use super::load::Pipeline;
 use super::model::SourceSpec;
+use crate::s3::S3Url;
 
 /// What a destination is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +47,9 @@ pub fn destinations(p: &Pipeline) -> Vec<Destination> {
     let key = |parts: &[&str]| parts.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut out = Vec::new();
     for (name, sk) in &p.spec.sinks {
-        let (raw, kind) = (sk.path().to_string(), sk.destination_kind());
+        // A sink writing to a service (OpenSearch) has no path to compare.
+        let Some(path) = sk.path() else { continue };
+        let (raw, kind) = (path.to_string(), sk.destination_kind());
         out.push(Destination {
             key: key(&["sinks", name, "path"]),
             raw,
@@ -196,6 +199,32 @@ pub fn overlaps(p: &Pipeline) -> Vec<ConfigError> {
             }
         }
     }
+    errors.extend(s3_overlaps(p));
+    errors
+}
+
+/// The same rule for `s3://` destinations: one bucket prefix inside
+/// another (by whole path segments) is refused.
+fn s3_overlaps(p: &Pipeline) -> Vec<ConfigError> {
+    let dests: Vec<(Destination, S3Url)> =
+        destinations(p).into_iter().filter_map(|d| S3Url::parse(&d.raw).ok().map(|u| (d, u))).collect();
+    let mut errors = Vec::new();
+    for (i, (b, bu)) in dests.iter().enumerate() {
+        if let Some((a, au)) = dests[..i].iter().find(|(_, au)| au.contains(bu) || bu.contains(au)) {
+            let how = if au == bu { "is the same location as" } else if au.contains(bu) { "is inside" } else { "contains" };
+            let what = if a.checkpoint { format!("the checkpoint store {}", a.raw) } else { a.raw.clone() };
+            let key: Vec<&str> = b.key.iter().map(String::as_str).collect();
+            errors.push(p.error_at(
+                &key,
+                format!(
+                    "{} {how} {what} ({}); each sink, the DLQ and the checkpoint need their own prefix, \
+                     or recovering one touches the other's objects: choose another prefix",
+                    b.raw,
+                    a.key_path()
+                ),
+            ));
+        }
+    }
     errors
 }
 
@@ -255,6 +284,16 @@ mod tests {
 
         let e = overlaps(&pipeline("[checkpoint]\ndir = \"out/one.ndjson/cp\"\n"));
         assert_eq!(e[0].path, "checkpoint.dir", "{}", e[0]);
+
+        let e = overlaps(&pipeline(
+            "[sinks.two]\ntype = \"parquet\"\ninputs = [\"a\"]\npath = \"s3://bkt/lake\"\n[checkpoint]\ndir = \"s3://bkt/lake/cp\"\n",
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].path == "checkpoint.dir" && e[0].message.contains("is inside"), "{}", e[0]);
+        let ok = overlaps(&pipeline(
+            "[sinks.two]\ntype = \"parquet\"\ninputs = [\"a\"]\npath = \"s3://bkt/lake\"\n[checkpoint]\ndir = \"s3://bkt/lakes\"\n",
+        ));
+        assert!(ok.is_empty(), "{ok:?}");
 
         let e = overlaps(&pipeline(
             "[sinks.two]\ntype = \"parquet\"\ninputs = [\"a\"]\npath = \".\"\n",

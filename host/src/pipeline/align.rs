@@ -47,9 +47,10 @@ impl Aligner {
                     // Inputs may disagree on `last` only if a pipeline mixes bounded and
                     // unbounded sources; the barrier is last only when it is last everywhere.
                     let last = self.arrived.iter().all(|a| a.is_some_and(|a| a.last));
+                    let drained = self.arrived.iter().all(|a| a.is_some_and(|a| a.drained));
                     let epoch = b.epoch;
                     self.arrived.iter_mut().for_each(|a| *a = None);
-                    out.push(Event::Barrier(Barrier { epoch, last }));
+                    out.push(Event::Barrier(Barrier { epoch, last, drained }));
                     let held = std::mem::take(&mut self.held);
                     for h in held {
                         self.offer(h, out);
@@ -71,7 +72,7 @@ mod tests {
         Envelope { input, msg: Msg::Data(Batch { origin, meta: vec![], data: BatchData::Json(JsonRecords::default()) }) }
     }
     fn barrier(input: usize, epoch: u64) -> Envelope {
-        Envelope { input, msg: Msg::Barrier(Barrier { epoch, last: false }) }
+        Envelope { input, msg: Msg::Barrier(Barrier { epoch, last: false, drained: false }) }
     }
     fn names(ev: &[Event]) -> Vec<String> {
         ev.iter()

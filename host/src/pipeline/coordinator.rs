@@ -71,11 +71,14 @@ impl Coordinator {
         loop {
             // Start the next checkpoint when none is in flight and one is due.
             if in_flight.is_none() && (finishing || early) {
-                in_flight = Some(self.trigger(finishing));
+                in_flight = Some(self.trigger(finishing, &exhausted));
                 early = false;
             }
             tokio::select! {
                 _ = tick.tick(), if in_flight.is_none() => early = true,
+                // A lost S3 lease: another process owns the store now, and
+                // nothing more of this one may become visible.
+                e = self.store.lost() => return Err(RunError::Checkpoint(e)),
                 changed = self.shutdown.changed(), if !finishing => {
                     if changed.is_ok() && *self.shutdown.borrow() {
                         info!("shutting down: draining in-flight batches, then a last checkpoint");
@@ -135,11 +138,14 @@ impl Coordinator {
         RunError::Incomplete("every node stopped".into())
     }
 
-    fn trigger(&mut self, last: bool) -> InFlight {
+    fn trigger(&mut self, last: bool, exhausted: &BTreeSet<String>) -> InFlight {
         let epoch = self.epoch + 1;
         debug!(epoch, last, "checkpoint barrier");
+        // Drained only when every source is exhausted: a shutdown's last
+        // barrier must leave windows open (the next run continues them).
+        let drained = last && self.sources.iter().all(|(n, _)| exhausted.contains(n));
         for (node, tx) in &self.sources {
-            if tx.send(Barrier { epoch, last }).is_err() {
+            if tx.send(Barrier { epoch, last, drained }).is_err() {
                 debug!(%node, "source already stopped");
             }
         }

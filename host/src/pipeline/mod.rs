@@ -11,5 +11,6 @@ pub mod runtime;
 pub mod sink_node;
 pub mod stage;
 pub mod stats;
+pub mod window;
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,9 @@ pub struct Barrier {
     /// The last barrier: sources stop after emitting it, nodes exit after
     /// forwarding it.
     pub last: bool,
+    /// Every source read all its input (a bounded run's end, not a
+    /// shutdown): aggregate stages fire their open windows before answering.
+    pub drained: bool,
 }
 
 #[derive(Debug)]

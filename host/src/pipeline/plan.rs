@@ -11,14 +11,31 @@ use wasmtime::component::Linker;
 use crate::batch::Format;
 use crate::config::{ConfigErrors, Pipeline, SinkSpec};
 use crate::plugin::host::{HostState, StateMap};
-use crate::plugin::{wire, PluginEngine, PluginError, PluginKind, PluginSpec, TransformPlugin};
+use crate::config::window::{Windowing, DEFAULT_STATE_MEMORY};
+use crate::plugin::bindings::types;
+use crate::plugin::{wire, AggregatePlugin, PluginEngine, PluginError, PluginKind, PluginSpec, TransformPlugin};
 
 pub struct StagePlan {
     pub name: String,
-    pub plugin: TransformPlugin,
+    pub plugin: StagePlugin,
     pub state: StateMap,
     pub takes: Format,
     pub emits: Format,
+}
+
+/// What runs a stage: a transform, or an aggregate with its window.
+pub enum StagePlugin {
+    Transform(TransformPlugin),
+    Aggregate { plugin: AggregatePlugin, windowing: Windowing, state_memory: u64 },
+}
+
+impl StagePlugin {
+    pub fn info(&self) -> &types::Info {
+        match self {
+            StagePlugin::Transform(p) => p.info(),
+            StagePlugin::Aggregate { plugin, .. } => plugin.info(),
+        }
+    }
 }
 
 /// An edge where the producer's format differs from what the consumer takes:
@@ -89,12 +106,29 @@ pub fn build(
         }
         let state = StateMap::default();
         match crate::plugin::inspect(engine, linker, &spec, state.clone()) {
-            Ok(PluginKind::Aggregate(info)) => {
-                errors.push(p.error_at(
-                    &["stages", name, "plugin"],
-                    format!("{} is an aggregate plugin; windowed aggregation is not supported by this version of sluice yet", info.name),
-                ));
-                continue;
+            Ok(PluginKind::Aggregate(plugin)) => {
+                let Some(window) = &st.window else {
+                    errors.push(p.error_at(
+                        &["stages", name, "plugin"],
+                        format!(
+                            "{} is an aggregate plugin: the stage needs a window table, e.g. [stages.{name}.window] tumbling = \"1m\"",
+                            plugin.name()
+                        ),
+                    ));
+                    continue;
+                };
+                let windowing = match window.resolve() {
+                    Ok(w) => w,
+                    Err((key, message)) => {
+                        errors.push(p.error_at(&["stages", name, "window", key], message));
+                        continue;
+                    }
+                };
+                let takes = wire::from_wit_format(plugin.info().takes);
+                let state_memory = st.state_memory.map_or(DEFAULT_STATE_MEMORY, |b| b.0);
+                let plugin = StagePlugin::Aggregate { plugin, windowing, state_memory };
+                // The host decorates `finish` results (JSON objects): the stage emits JSON.
+                stages.insert(name.clone(), StagePlan { name: name.clone(), plugin, state, takes, emits: Format::Json });
             }
             Err(e @ PluginError::Init { .. }) => {
                 errors.push(at("config", e));
@@ -105,6 +139,16 @@ pub fn build(
                 continue;
             }
             Ok(PluginKind::Transform(plugin)) => {
+                for key in ["window", "state_memory"] {
+                    let set = if key == "window" { st.window.is_some() } else { st.state_memory.is_some() };
+                    if set {
+                        errors.push(p.error_at(
+                            &["stages", name, key],
+                            format!("{} is a transform plugin; only aggregate plugins take `{key}`", plugin.name()),
+                        ));
+                    }
+                }
+                let plugin = StagePlugin::Transform(plugin);
                 let (takes, emits) = (wire::from_wit_format(plugin.info().takes), wire::from_wit_format(plugin.info().emits));
                 stages.insert(name.clone(), StagePlan { name: name.clone(), plugin, state, takes, emits });
             }
@@ -153,9 +197,15 @@ pub fn describe(p: &Pipeline, plan: &Plan) -> String {
             st.emits,
             p.spec.stages[name].inputs.join(", ")
         );
+        if let StagePlugin::Aggregate { windowing: w, state_memory, .. } = &st.plugin {
+            s += &format!(
+                "          window {:?}, allowed lateness {}ms, idle timeout {:?}, state-version {}, state_memory {state_memory} bytes\n",
+                w.kind, w.allowed_lateness, w.idle_timeout, info.state_version
+            );
+        }
     }
     for (name, sk) in &p.spec.sinks {
-        let path = sk.path();
+        let path = sk.describe_destination();
         s += &format!(
             "  sink    {name}: takes {} ← {} → {path}\n",
             sk.takes(),

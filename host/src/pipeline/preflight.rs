@@ -30,8 +30,8 @@ pub fn check(p: &Pipeline) -> Vec<ConfigError> {
             });
         }
     }
-    if let Err(e) = crate::sink::file::check_path(&p.spec.dlq.path, "the DLQ") {
-        errors.push(p.error_at(&["dlq", "path"], e));
+    if let Err((key, e)) = crate::sink::dlq::check(&p.spec.dlq) {
+        errors.push(p.error_at(&["dlq", key], e));
     }
     if !errors.is_empty() {
         return errors;

@@ -12,7 +12,7 @@ use tracing::info;
 use super::coordinator::{Coordinator, RunError};
 use super::edge::{Edge, Envelope, Outputs};
 use super::msg::{Ack, Barrier, Request};
-use super::plan::Plan;
+use super::plan::{Plan, StagePlugin};
 use super::sink_node::{Commit, SinkNode};
 use super::stage::{restore, StageNode};
 use super::stats::{NodeSummary, Registry};
@@ -122,7 +122,7 @@ fn state_in(cp: &Option<Checkpoint>, key: &str) -> Option<serde_json::Value> {
 /// recovery completes the last checkpoint's commits and discards anything
 /// staged after it, before a single record is re-read.
 async fn recover(p: &Pipeline) -> Result<Recovered, StartError> {
-    let store = checkpoint::open(&p.spec.checkpoint.dir).await?;
+    let store = checkpoint::open_with(&p.spec.checkpoint.dir, p.spec.checkpoint.lease_ttl.map(|d| d.0)).await?;
     let checkpoint = store.load().await?;
     if let Some(cp) = &checkpoint {
         if cp.pipeline != p.name {
@@ -138,7 +138,7 @@ async fn recover(p: &Pipeline) -> Result<Recovered, StartError> {
         s.recover(state_in(&checkpoint, &key).as_ref()).await?;
         sinks.insert(key, s);
     }
-    let mut dlq_sink: Box<dyn Sink> = Box::new(sink::dlq::dlq_sink(DLQ, p.spec.dlq.path.as_ref())?);
+    let mut dlq_sink: Box<dyn Sink> = sink::dlq::dlq_sink(DLQ, &p.spec.dlq)?;
     dlq_sink.recover(state_in(&checkpoint, DLQ).as_ref()).await?;
     sinks.insert(DLQ.into(), dlq_sink);
     Ok(Recovered { store, checkpoint, resumed_from, sinks })
@@ -238,14 +238,37 @@ impl Wiring {
 /// One OS thread per stage, its plugin re-initialised on the restored state.
 fn spawn_stages(w: &mut Wiring, plan: Plan, rec: &Recovered, stats: &Registry) -> Result<Vec<std::thread::JoinHandle<()>>, StartError> {
     let mut threads = Vec::new();
-    for (name, mut sp) in plan.stages {
+    for (name, sp) in plan.stages {
         let key = format!("stages.{name}");
+        let saved = rec.state_of(&key);
+        let plugin = match sp.plugin {
+            StagePlugin::Transform(p) => p,
+            StagePlugin::Aggregate { plugin, windowing, state_memory } => {
+                let node = super::window::spawn_prep(super::window::Prep {
+                    name: name.clone(),
+                    plugin,
+                    windowing,
+                    state_memory,
+                    keyed: sp.state,
+                    saved: saved.as_ref(),
+                    inputs: w.inputs[&key].len(),
+                    rx: w.take_rx(&key),
+                    out: w.outputs(&key, &name),
+                    acks: w.ack_tx.clone(),
+                    requests: w.req_tx.clone(),
+                    stats: stats.node(&key),
+                })?;
+                threads.push(node.spawn());
+                continue;
+            }
+        };
+        let mut plugin = plugin;
         // Restore, then init again: `init` must see the state it left before the restart.
-        restore(&sp.state, rec.state_of(&key).as_ref());
-        sp.plugin.reinit()?;
+        restore(&sp.state, saved.as_ref());
+        plugin.reinit()?;
         let node = StageNode {
             node: key.clone(),
-            plugin: sp.plugin,
+            plugin,
             inputs: w.inputs[&key].len(),
             rx: w.take_rx(&key),
             out: w.outputs(&key, &name),

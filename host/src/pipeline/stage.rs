@@ -188,7 +188,7 @@ impl StageNode {
 
 /// The records of `batch` except those at `skip` (increasing indexes), in
 /// the format they arrived in.
-fn without(batch: &Batch, skip: impl IntoIterator<Item = usize>) -> Batch {
+pub(crate) fn without(batch: &Batch, skip: impl IntoIterator<Item = usize>) -> Batch {
     let skip: std::collections::BTreeSet<usize> = skip.into_iter().collect();
     let keep: Vec<usize> = (0..batch.len()).filter(|i| !skip.contains(i)).collect();
     let data = match &batch.data {

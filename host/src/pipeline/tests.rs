@@ -134,7 +134,7 @@ impl Harness {
         self.inputs[input].send(Envelope { input, msg: Msg::Data(batch("s", docs)) }).await.unwrap();
     }
     async fn barrier(&self, input: usize, epoch: u64, last: bool) {
-        self.inputs[input].send(Envelope { input, msg: Msg::Barrier(Barrier { epoch, last }) }).await.unwrap();
+        self.inputs[input].send(Envelope { input, msg: Msg::Barrier(Barrier { epoch, last, drained: last }) }).await.unwrap();
     }
     /// Close the inputs and wait for the node to end.
     async fn end(mut self) -> (Result<(), SinkError>, Self) {

@@ -1,5 +1,5 @@
 //! The one place the WIT contract becomes Rust (`bindgen!`). Both worlds
-//! share the `types` and `log` interfaces, generated once.
+//! share the `types`, `log` and `state` interfaces, generated once.
 
 pub mod transformer {
     wasmtime::component::bindgen!({
@@ -15,6 +15,7 @@ pub mod aggregator {
         with: {
             "sluice:plugin/types": super::transformer::sluice::plugin::types,
             "sluice:plugin/log": super::transformer::sluice::plugin::log,
+            "sluice:plugin/state": super::transformer::sluice::plugin::state,
         },
     });
 }

@@ -22,6 +22,8 @@ pub enum PluginError {
     Guest { plugin: String, stage: String, message: String },
     #[error("plugin {plugin} (stage {stage}) broke the contract: {message}")]
     Contract { plugin: String, stage: String, message: String },
+    #[error("plugin {plugin} (stage {stage}) could not migrate the checkpointed state from state-version {from} to {to}: {message}; the checkpoint is unchanged (run the older plugin version, or fix its migrate)")]
+    Migration { plugin: String, stage: String, from: u32, to: u32, message: String },
 }
 
 impl PluginError {
@@ -34,6 +36,7 @@ impl PluginError {
             PluginError::Guest { .. } => "plugin_error",
             PluginError::Contract { .. } => "plugin_contract",
             PluginError::Load { .. } | PluginError::Incompatible { .. } | PluginError::Init { .. } => "plugin_init",
+            PluginError::Migration { .. } => "plugin_migration",
         }
     }
 }

@@ -39,6 +39,10 @@ impl StateWrites {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+    /// Add the writes of a later call of the same unit of work (they win).
+    pub fn extend(&mut self, later: StateWrites) {
+        self.0.extend(later.0);
+    }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -185,7 +189,7 @@ pub fn linker(engine: &wasmtime::Engine) -> Result<Linker<HostState>, PluginErro
     let err = |e: wasmtime::Error| PluginError::Load { plugin: "<linker>".into(), message: e.to_string() };
     wasmtime_wasi::p2::add_to_linker_sync(&mut l).map_err(err)?;
     transformer::Transformer::add_to_linker::<HostState, HasSelf<HostState>>(&mut l, |s| s).map_err(err)?;
-    // The aggregator world imports only `log`, already linked above.
+    // The aggregator world imports `log` and `state`, both linked above.
     let _ = aggregator::Aggregator::add_to_linker::<HostState, HasSelf<HostState>>;
     Ok(l)
 }

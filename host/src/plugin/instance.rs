@@ -9,7 +9,6 @@ use std::time::Duration;
 use wasmtime::component::{Component, Linker};
 use wasmtime::Store;
 
-use super::bindings::aggregator::AggregatorPre;
 use super::bindings::transformer::{Transformer, TransformerPre};
 use super::bindings::types;
 use super::engine::PluginEngine;
@@ -59,7 +58,7 @@ struct Live {
 /// (instantiated and `init`ed), so checking it costs nothing extra.
 pub enum PluginKind {
     Transform(TransformPlugin),
-    Aggregate(types::Info),
+    Aggregate(super::aggregate::AggregatePlugin),
 }
 
 impl TransformPlugin {
@@ -120,24 +119,7 @@ impl TransformPlugin {
     }
 
     fn classify(&self, e: wasmtime::Error, store: &Store<HostState>) -> PluginError {
-        let (plugin, stage) = (self.plugin.to_string(), self.stage.to_string());
-        if store.data().limiter.hit {
-            return PluginError::MemoryLimit { plugin, stage, limit: self.spec.memory };
-        }
-        if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
-            return PluginError::Timeout { plugin, stage, limit: self.spec.timeout };
-        }
-        // The backtrace goes to debug logs; the message keeps what an operator
-        // can act on: the trap kind and the guest's own panic message.
-        tracing::debug!(%plugin, %stage, error = ?e, "plugin trap");
-        let mut message = match e.downcast_ref::<wasmtime::Trap>() {
-            Some(t) => t.to_string(),
-            None => e.to_string().lines().next().unwrap_or_default().to_string(),
-        };
-        if let Some(panic) = store.data().last_stderr_line() {
-            message = format!("{message}; the plugin wrote: {panic}");
-        }
-        PluginError::Trap { plugin, stage, message }
+        classify(&self.plugin, &self.stage, &self.spec, e, store)
     }
 
     /// Replace the instance with a fresh one, `init`ed against the stage's
@@ -189,6 +171,29 @@ impl TransformPlugin {
     }
 }
 
+/// A failed call (trap, timeout, memory limit) as the `PluginError` an
+/// operator can act on. Shared by both worlds' instances.
+pub(super) fn classify(plugin: &str, stage: &str, spec: &PluginSpec, e: wasmtime::Error, store: &Store<HostState>) -> PluginError {
+    let (plugin, stage) = (plugin.to_string(), stage.to_string());
+    if store.data().limiter.hit {
+        return PluginError::MemoryLimit { plugin, stage, limit: spec.memory };
+    }
+    if matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)) {
+        return PluginError::Timeout { plugin, stage, limit: spec.timeout };
+    }
+    // The backtrace goes to debug logs; the message keeps what an operator
+    // can act on: the trap kind and the guest's own panic message.
+    tracing::debug!(%plugin, %stage, error = ?e, "plugin trap");
+    let mut message = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(t) => t.to_string(),
+        None => e.to_string().lines().next().unwrap_or_default().to_string(),
+    };
+    if let Some(panic) = store.data().last_stderr_line() {
+        message = format!("{message}; the plugin wrote: {panic}");
+    }
+    PluginError::Trap { plugin, stage, message }
+}
+
 fn transformer_pre(linker: &Linker<HostState>, component: &Component, plugin: &str) -> Result<TransformerPre<HostState>, PluginError> {
     let pre = linker.instantiate_pre(component).map_err(|e| PluginError::Incompatible {
         plugin: plugin.into(),
@@ -206,17 +211,7 @@ pub fn inspect(engine: &PluginEngine, linker: &Linker<HostState>, spec: &PluginS
     let component = engine.load(&spec.path)?;
     let exports: Vec<String> = component.component_type().exports(&engine.engine).map(|(n, _)| n.to_string()).collect();
     if exports.iter().any(|e| e.starts_with("sluice:plugin/aggregate")) {
-        let pre = linker.instantiate_pre(&component).map_err(|e| PluginError::Incompatible { plugin: plugin.clone(), message: e.to_string() })?;
-        let pre = AggregatorPre::new(pre).map_err(|e| PluginError::Incompatible { plugin: plugin.clone(), message: e.to_string() })?;
-        let host = HostState::new(spec.stage.as_str().into(), plugin.as_str().into(), spec.memory, &spec.grants, Default::default())?;
-        let mut store = Store::new(&engine.engine, host);
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(PluginEngine::ticks(spec.timeout));
-        let trap = |e: wasmtime::Error| PluginError::Trap { plugin: plugin.clone(), stage: spec.stage.clone(), message: e.to_string() };
-        let b = pre.instantiate(&mut store).map_err(trap)?;
-        let info = b.sluice_plugin_aggregate().call_describe(&mut store).map_err(trap)?;
-        return Ok(PluginKind::Aggregate(info));
+        return Ok(PluginKind::Aggregate(super::aggregate::AggregatePlugin::new(engine, linker, spec.clone(), state)?));
     }
     if !exports.iter().any(|e| e.starts_with("sluice:plugin/transform")) {
         return Err(PluginError::Incompatible {

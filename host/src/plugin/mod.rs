@@ -1,5 +1,7 @@
 //! The WebAssembly side: engine and cache, the one `bindgen!` site, the host
-//! imports and sandbox (`net`: the network allow-list), and long-lived per-stage instances.
+//! imports and sandbox (`net`: the network allow-list), and long-lived per-stage
+//! instances (`instance`: transforms, `aggregate`: aggregators).
+pub mod aggregate;
 pub mod bindings;
 pub mod engine;
 pub mod error;
@@ -12,6 +14,7 @@ pub(crate) mod testing;
 mod tests;
 pub mod wire;
 
+pub use aggregate::AggregatePlugin;
 pub use engine::PluginEngine;
 pub use error::PluginError;
 pub use instance::{inspect, PluginKind, PluginSpec, TransformPlugin};

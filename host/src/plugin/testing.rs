@@ -42,3 +42,9 @@ pub(crate) fn plugin(file: &str, stage: &str, config: serde_json::Value, state: 
     let l = linker(&engine().engine)?;
     TransformPlugin::new(engine(), &l, spec(file, stage, config), state)
 }
+
+/// A ready aggregate plugin (instantiated and `init`ed) over `state`.
+pub(crate) fn aggregate(file: &str, stage: &str, config: serde_json::Value, state: StateMap) -> Result<super::AggregatePlugin, PluginError> {
+    let l = linker(&engine().engine)?;
+    super::AggregatePlugin::new(engine(), &l, spec(file, stage, config), state)
+}

@@ -12,7 +12,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::file::FileSink;
-use super::SinkError;
+use super::{Sink, SinkError};
+use crate::config::model::DlqSpec;
+use crate::s3::S3Url;
 use crate::batch::{Batch, BatchData, JsonRecords};
 use crate::dead_letter::DeadLetter;
 
@@ -63,9 +65,23 @@ pub fn encode(letters: &[DeadLetter]) -> Option<Batch> {
     Some(Batch { origin: first.origin.clone(), meta, data: BatchData::Json(json) })
 }
 
-/// The DLQ sink: an NDJSON file sink (`name` appears in its errors and logs).
-pub fn dlq_sink(name: &str, path: &Path) -> Result<FileSink, SinkError> {
-    FileSink::create(name, path)
+/// The DLQ sink (`name` appears in its errors and logs): an NDJSON file
+/// sink, or NDJSON objects in S3 (`super::dlq_s3`) for an `s3://` path.
+pub fn dlq_sink(name: &str, spec: &DlqSpec) -> Result<Box<dyn Sink>, SinkError> {
+    match S3Url::parse(&spec.path) {
+        Ok(url) => Ok(Box::new(super::dlq_s3::S3DlqSink::new(name, url, &spec.s3()))),
+        Err(_) => Ok(Box::new(FileSink::create(name, Path::new(&spec.path))?)),
+    }
+}
+
+/// What the DLQ's `path` and S3 keys are refused for (pure).
+pub fn check(spec: &DlqSpec) -> Result<(), (&'static str, String)> {
+    if spec.path.starts_with("s3://") {
+        S3Url::parse(&spec.path).map_err(|m| ("path", m))?;
+    } else {
+        super::file::check_path(&spec.path, "the DLQ").map_err(|m| ("path", m))?;
+    }
+    spec.s3().check(&spec.path).map_err(|(k, m)| (k.unwrap_or("path"), m))
 }
 
 #[cfg(test)]

@@ -38,8 +38,10 @@
 //! Errors say what failed, on which file or object, and what to do.
 
 pub mod dlq;
+pub(crate) mod dlq_s3;
 pub(crate) mod durable;
 pub mod file;
+pub mod opensearch;
 pub mod parquet;
 
 use async_trait::async_trait;
@@ -139,14 +141,26 @@ impl crate::config::SinkSpec {
         match self {
             SinkSpec::Parquet(p) => &p.inputs,
             SinkSpec::File(f) => &f.inputs,
+            SinkSpec::OpenSearch(o) => &o.inputs,
         }
     }
 
-    /// The destination: the table's root directory, or the NDJSON file.
-    pub fn path(&self) -> &str {
+    /// The destination the `path` key names: the table's root directory, or
+    /// the NDJSON file. `None` for a sink that writes to a service (nothing
+    /// on a path to check for overlaps or for `reset` to remove).
+    pub fn path(&self) -> Option<&str> {
         match self {
-            SinkSpec::Parquet(p) => &p.path,
-            SinkSpec::File(f) => &f.path,
+            SinkSpec::Parquet(p) => Some(&p.path),
+            SinkSpec::File(f) => Some(&f.path),
+            SinkSpec::OpenSearch(_) => None,
+        }
+    }
+
+    /// The destination for people (run summary, `validate`).
+    pub fn describe_destination(&self) -> String {
+        match self {
+            SinkSpec::OpenSearch(o) => format!("OpenSearch {} index {}", o.endpoints.join(", "), o.index),
+            other => other.path().unwrap_or_default().to_string(),
         }
     }
 
@@ -155,7 +169,7 @@ impl crate::config::SinkSpec {
         use crate::config::outputs::Kind;
         match self {
             SinkSpec::Parquet(_) => Kind::Dir,
-            SinkSpec::File(_) => Kind::File,
+            SinkSpec::File(_) | SinkSpec::OpenSearch(_) => Kind::File,
         }
     }
 
@@ -163,7 +177,7 @@ impl crate::config::SinkSpec {
     pub fn takes(&self) -> Format {
         match self {
             SinkSpec::Parquet(_) => Format::Arrow,
-            SinkSpec::File(_) => Format::Json,
+            SinkSpec::File(_) | SinkSpec::OpenSearch(_) => Format::Json,
         }
     }
 
@@ -177,6 +191,7 @@ impl crate::config::SinkSpec {
                 config.into_iter().chain(pq.check_path().err().map(SpecProblem::Path)).collect()
             }
             SinkSpec::File(f) => file::check_path(&f.path, "an NDJSON file sink").err().map(SpecProblem::Path).into_iter().collect(),
+            SinkSpec::OpenSearch(o) => o.check_keyed().err().map(|(key, message)| SpecProblem::Config { key, message }).into_iter().collect(),
         }
     }
 
@@ -185,6 +200,7 @@ impl crate::config::SinkSpec {
         Ok(match self {
             SinkSpec::Parquet(p) => Box::new(parquet::build(name, p, std::path::Path::new("."))?),
             SinkSpec::File(f) => Box::new(file::FileSink::create(name, std::path::Path::new(&f.path))?),
+            SinkSpec::OpenSearch(o) => Box::new(opensearch::build(name, o)?),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The one place wit-bindgen runs. Plugin authors never name anything in
 //! here; the SDK re-exports the types and wraps the imports.
 //!
-//! Both worlds are generated, sharing the `types` and `log` interfaces. Each
+//! Both worlds are generated, sharing the `types`, `log` and `state` interfaces. Each
 //! generation embeds a `component-type` custom section describing its world;
 //! the export macros (`export_transform!` / `export_aggregate!`) are what
 //! pulls the right one into a plugin (see `link_*_world` below).
@@ -28,6 +28,7 @@ pub mod aggregator {
         with: {
             "sluice:plugin/types@0.1.0": crate::bindings::transformer::sluice::plugin::types,
             "sluice:plugin/log@0.1.0": crate::bindings::transformer::sluice::plugin::log,
+            "sluice:plugin/state@0.1.0": crate::bindings::transformer::sluice::plugin::state,
         },
     });
 }

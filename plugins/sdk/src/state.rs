@@ -1,5 +1,6 @@
-//! Keyed state owned and checkpointed by the host (transformer world only),
-//! scoped to the calling stage. Batch your keys: one call per batch, not per record.
+//! Keyed state owned and checkpointed by the host (transformer and aggregator
+//! worlds; both import the same interface), scoped to the calling stage, not
+//! to a window. Writes take effect only if the call that made them succeeds. Batch your keys: one call per batch, not per record.
 //! Natively (unit tests) an in-memory map stands in for the host.
 
 #[cfg(target_arch = "wasm32")]

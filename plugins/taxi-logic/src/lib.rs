@@ -1,4 +1,5 @@
-//! The NYC-taxi `validate` and `enrich` rules, once, in two forms:
+//! The NYC-taxi `validate` and `enrich` rules, once, in two forms (and the
+//! `trip-stats` aggregate's logic, [`stats`]):
 //!
 //! - [`json`]: one JSON document per record (the simple path; serde).
 //! - [`columnar`]: Arrow record batches, column at a time (the fast path).
@@ -17,6 +18,7 @@
 //! - [`num`]      — exact fast paths for parsing numbers
 //! - [`json`]     — the JSON form
 //! - [`columnar`] — the Arrow form
+//! - [`stats`]    — windowed per-vendor trip statistics (the `trip-stats` aggregate)
 
 pub mod columnar;
 pub mod config;
@@ -24,6 +26,7 @@ pub mod json;
 pub mod num;
 pub mod rules;
 pub mod schema;
+pub mod stats;
 pub mod time;
 
 pub use config::{BBox, EnrichConfig, ValidateConfig};

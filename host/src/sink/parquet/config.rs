@@ -4,14 +4,17 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::Deserialize;
 
+use std::collections::BTreeMap;
+
 use crate::config::units::{ByteSize, Dur};
+use crate::s3::{S3Keys, S3Url, Sse};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkSpec {
     pub inputs: Vec<String>,
     /// Root of the table: a local directory (relative to the working
-    /// directory); `s3://bucket/prefix` once the S3 backend exists.
+    /// directory) or `s3://bucket/prefix`.
     pub path: String,
     /// Hive partition columns, in directory order (`year=2016/month=03/...`).
     /// Default: none (one directory).
@@ -52,6 +55,25 @@ pub struct ParquetSinkSpec {
     /// files (see `catalog.rs`). Default: none.
     #[serde(default)]
     pub catalog: Option<CatalogSpec>,
+    /// S3 only: the bucket's region (default: the AWS configuration's).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// S3 only: another endpoint (LocalStack, MinIO), with path-style
+    /// addressing. Default: `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`, else AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// S3 only: server-side encryption, `AES256` (SSE-S3) or `aws:kms`.
+    #[serde(default)]
+    pub sse: Option<Sse>,
+    /// S3 only: the KMS key for `sse = "aws:kms"` (default: the account's S3 key).
+    #[serde(default)]
+    pub kms_key_id: Option<String>,
+    /// S3 only: `STANDARD`, `STANDARD_IA`, `INTELLIGENT_TIERING`, ...
+    #[serde(default)]
+    pub storage_class: Option<String>,
+    /// S3 only: object tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// `[sinks.X.catalog]`.
@@ -180,6 +202,18 @@ fn default_max_buffer_bytes() -> ByteSize {
 }
 
 impl ParquetSinkSpec {
+    pub fn s3(&self) -> S3Keys {
+        S3Keys {
+            // `endpoint = "${VAR:-}"` unset is no override.
+            region: self.region.clone().filter(|s| !s.is_empty()),
+            endpoint: self.endpoint.clone().filter(|s| !s.is_empty()),
+            sse: self.sse,
+            kms_key_id: self.kms_key_id.clone(),
+            storage_class: self.storage_class.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+
     /// The declared schema, every column included; `required` columns are
     /// non-nullable. `None` when the schema is to be taken from the data.
     pub fn declared_schema(&self) -> Option<SchemaRef> {
@@ -194,7 +228,7 @@ impl ParquetSinkSpec {
             return Err("is empty; name the table's root directory".into());
         }
         if self.path.starts_with("s3://") {
-            return Err(format!("path {}: the S3 backend is not available yet; use a local directory", self.path));
+            S3Url::parse(&self.path)?;
         }
         Ok(())
     }
@@ -215,6 +249,7 @@ impl ParquetSinkSpec {
         if self.row_group_rows == 0 {
             return Err((Some("row_group_rows"), "row_group_rows must be positive".into()));
         }
+        self.s3().check(&self.path)?;
         for (i, p) in self.partition_by.iter().enumerate() {
             if self.partition_by[..i].contains(p) {
                 return Err((Some("partition_by"), format!("partition_by column {p:?} is listed twice")));

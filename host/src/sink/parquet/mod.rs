@@ -63,6 +63,9 @@ pub use self::conform::SCHEMA_MISMATCH;
 pub use self::ddl::{athena_ddl, athena_ddl_with, Projection};
 use self::layout::Layout;
 pub use self::partition::NULL_PARTITION;
+// The S3 DLQ names its objects the same way.
+pub(crate) use self::naming::new_generation;
+pub(crate) use self::partition::escape as escape_partition;
 use self::rolling::{OpenFile, OpenRecord};
 pub use self::schema::RecordedColumn;
 use super::{OpenFiles, Sink, SinkError, Written};
@@ -138,7 +141,7 @@ pub struct ParquetSink {
     catalog: Option<catalog::GlueCatalog>,
 }
 
-/// The sink for `spec`. `path` is a local directory, resolved against the
+/// The sink for `spec`. `path` is `s3://bucket/prefix` or a local directory, resolved against the
 /// current working directory when relative (like every path the CLI takes;
 /// `_base_dir`, the pipeline file's directory, is accepted so a later change
 /// of that rule does not change the signature).
@@ -146,8 +149,14 @@ pub fn build(name: &str, spec: &ParquetSinkSpec, _base_dir: &Path) -> Result<Par
     let config_err = |message: String| SinkError::Config { sink: name.to_owned(), message };
     spec.check().map_err(config_err)?;
     spec.check_path().map_err(config_err)?;
-    let backend = LocalBackend::new(&spec.path).map_err(|e| backend_err(name, e))?;
-    ParquetSink::with_backend(name, spec, Box::new(backend))
+    let backend: Box<dyn Backend> = match crate::s3::S3Url::parse(&spec.path) {
+        Ok(url) => {
+            let keys = spec.s3();
+            Box::new(backend::S3Backend::new(url, keys.client(), keys.objects(), &format!("sinks.{name}.path")))
+        }
+        Err(_) => Box::new(LocalBackend::new(&spec.path).map_err(|e| backend_err(name, e))?),
+    };
+    ParquetSink::with_backend(name, spec, backend)
 }
 
 /// A conflicting catalog is a configuration error; a failed call fails the

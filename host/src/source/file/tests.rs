@@ -76,7 +76,7 @@ async fn read(spec: FileSourceSpec, format: Format, resume: Option<Value>, max_r
                 out.dead.extend(envelopes(&letters));
             },
             req = d.requests.recv(), if requests_open => match req {
-                Some(Request::Exhausted { .. }) => d.barriers.send(Barrier { epoch: 1, last: true }).unwrap(),
+                Some(Request::Exhausted { .. }) => d.barriers.send(Barrier { epoch: 1, last: true, drained: true }).unwrap(),
                 Some(_) => {}
                 None => requests_open = false,
             },

@@ -3,7 +3,7 @@
 //! typed per [`crate::schema`]. Rows are looked at individually only to parse
 //! strings and to run the range checks; passing rows are gathered once.
 
-mod parse;
+pub(crate) mod parse;
 mod reader;
 
 use std::sync::Arc;

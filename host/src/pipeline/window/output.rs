@@ -1,0 +1,95 @@
+//! What a fired window becomes: the plugin's `finish` document with
+//! `window_start`, `window_end` (RFC 3339 UTC, milliseconds) and a
+//! deterministic `id` added by the host (host values win over the plugin's
+//! keys), so upserting sinks replace early results and deduplicate replays.
+
+use sha2::{Digest, Sha256};
+
+use super::assign::Span;
+
+/// Event time (ms since the epoch) as `2016-01-01T00:01:00.000Z`.
+pub fn rfc3339_ms(ms: i64) -> String {
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        None => ms.to_string(),
+    }
+}
+
+/// `STAGE/START/KEY`: the stage name, the window start (ms), and the key as
+/// text when it is short UTF-8 without `/`-ambiguity concerns for readers,
+/// else its SHA-256. The same (stage, window, key) always gets the same id,
+/// so early and final results, and replays after a restart, share it.
+pub fn id(stage: &str, span: Span, key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(k) if k.len() <= 200 && !k.chars().any(char::is_control) => {
+            format!("{stage}/{}/{k}", span.start)
+        }
+        _ => format!(
+            "{stage}/{}/sha256:{}",
+            span.start,
+            hex::encode(Sha256::digest(key))
+        ),
+    }
+}
+
+/// The output record, or why it is not one (the plugin broke the contract).
+pub fn decorate(doc: &[u8], stage: &str, span: Span, key: &[u8]) -> Result<Vec<u8>, String> {
+    let mut obj = match serde_json::from_slice::<serde_json::Value>(doc) {
+        Ok(serde_json::Value::Object(m)) => m,
+        Ok(_) => return Err("finish returned JSON that is not an object".into()),
+        Err(e) => return Err(format!("finish returned invalid JSON: {e}")),
+    };
+    obj.insert("window_start".into(), rfc3339_ms(span.start).into());
+    obj.insert("window_end".into(), rfc3339_ms(span.end).into());
+    obj.insert("id".into(), id(stage, span, key).into());
+    Ok(serde_json::to_vec(&obj).expect("a JSON map serializes"))
+}
+
+/// What the DLQ shows for a window whose result could not be produced.
+pub fn describe(stage: &str, span: Span, key: &[u8]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "window_start": rfc3339_ms(span.start),
+        "window_end": rfc3339_ms(span.end),
+        "key": String::from_utf8_lossy(key),
+        "id": id(stage, span, key),
+    }))
+    .expect("JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_keys_win_and_times_are_rfc3339_with_milliseconds() {
+        let span = Span {
+            start: 1_451_606_460_000,
+            end: 1_451_606_520_000,
+        };
+        let out = decorate(
+            br#"{"count":3,"id":"mine","window_start":1}"#,
+            "stats",
+            span,
+            br#""2""#,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["window_start"], "2016-01-01T00:01:00.000Z");
+        assert_eq!(v["window_end"], "2016-01-01T00:02:00.000Z");
+        assert_eq!(v["id"], r#"stats/1451606460000/"2""#);
+        assert_eq!(v["count"], 3);
+        assert!(decorate(b"[1]", "s", span, b"k").is_err());
+        assert!(decorate(b"{", "s", span, b"k").is_err());
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_binary_keys_are_hashed() {
+        let span = Span { start: 0, end: 10 };
+        assert_eq!(id("s", span, b"k"), id("s", span, b"k"));
+        assert_ne!(
+            id("s", span, b"k"),
+            id("s", Span { start: 10, end: 20 }, b"k")
+        );
+        assert!(id("s", span, &[0xff, 0]).starts_with("s/0/sha256:"));
+    }
+}

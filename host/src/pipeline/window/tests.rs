@@ -1,0 +1,383 @@
+//! The aggregate stage around the real count-aggregate plugin: firing,
+//! lateness, session merging, restore from a snapshot, the state bound.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::batch::Batch;
+use crate::config::window::{WindowKind, Windowing};
+use crate::dead_letter::record_bytes;
+use crate::pipeline::edge::{Edge, Envelope};
+use crate::pipeline::msg::Msg;
+
+struct Harness {
+    node: AggregateNode,
+    out: mpsc::Receiver<Envelope>,
+    dlq: mpsc::Receiver<Envelope>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn windowing(kind: WindowKind, lateness: i64) -> Windowing {
+    Windowing {
+        kind,
+        allowed_lateness: lateness,
+        idle_timeout: Duration::from_secs(3600),
+        emit_every: None,
+    }
+}
+
+fn harness(w: Windowing, saved: Option<&Value>) -> Harness {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let keyed = StateMap::default();
+    let plugin = crate::plugin::testing::aggregate(
+        "count_aggregate.wasm",
+        "agg",
+        json!({"key": "k", "time": "t"}),
+        keyed.clone(),
+    )
+    .expect("count-aggregate");
+    let (out_tx, out) = mpsc::channel(1024);
+    let (dlq_tx, dlq) = mpsc::channel(1024);
+    let (_, rx) = mpsc::channel(1);
+    let _g = rt.enter();
+    let node = spawn_prep(Prep {
+        name: "agg".into(),
+        plugin,
+        windowing: w,
+        state_memory: 1 << 30,
+        keyed,
+        saved,
+        inputs: 1,
+        rx,
+        out: Outputs {
+            edges: vec![Edge {
+                to: "sinks.out".into(),
+                input: 0,
+                tx: out_tx,
+            }],
+            dlq: Some(Edge {
+                to: "dlq".into(),
+                input: 0,
+                tx: dlq_tx,
+            }),
+        },
+        acks: mpsc::unbounded_channel().0,
+        requests: mpsc::unbounded_channel().0,
+        stats: Arc::default(),
+    })
+    .expect("node");
+    drop(_g);
+    Harness {
+        node,
+        out,
+        dlq,
+        _rt: rt,
+    }
+}
+
+/// Records `(key, time)` as one batch of partition `p`.
+fn batch(recs: &[(&str, i64)]) -> Batch {
+    let docs: Vec<String> = recs
+        .iter()
+        .map(|(k, t)| json!({"k": k, "t": t}).to_string())
+        .collect();
+    let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+    Batch::json_docs("sources.in", &docs)
+}
+
+fn received(rx: &mut mpsc::Receiver<Envelope>) -> Vec<Value> {
+    let mut out = Vec::new();
+    while let Ok(env) = rx.try_recv() {
+        if let Msg::Data(b) = env.msg {
+            out.extend((0..b.len()).map(|i| serde_json::from_slice(&record_bytes(&b, i)).unwrap()));
+        }
+    }
+    out
+}
+
+fn dead(rx: &mut mpsc::Receiver<Envelope>) -> Vec<DeadLetter> {
+    let mut out = Vec::new();
+    while let Ok(env) = rx.try_recv() {
+        if let Msg::DeadLetters(d) = env.msg {
+            out.extend(d);
+        }
+    }
+    out
+}
+
+/// (window start ms, key, count) of each output, in output order.
+fn counts(v: &[Value]) -> Vec<(i64, String, u64)> {
+    v.iter()
+        .map(|r| {
+            (
+                r["windowStartMs"].as_i64().unwrap(),
+                r["key"].as_str().unwrap().to_string(),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tumbling_windows_fire_when_the_watermark_passes_in_end_then_key_order() {
+    let mut h = harness(windowing(WindowKind::Tumbling { size: 100 }, 0), None);
+    h.node
+        .process(batch(&[("b", 10), ("a", 20), ("b", 99), ("a", 150)]))
+        .unwrap();
+    let out = received(&mut h.out);
+    assert_eq!(
+        counts(&out),
+        [(0, r#""a""#.into(), 1), (0, r#""b""#.into(), 2)],
+        "window [0,100) fired at watermark 150"
+    );
+    assert_eq!(out[0]["window_start"], "1970-01-01T00:00:00.000Z");
+    assert_eq!(out[0]["window_end"], "1970-01-01T00:00:00.100Z");
+    assert_eq!(out[0]["id"], r#"agg/0/"a""#);
+    // Exactly at the end: the window [100, 200) fires at watermark 200.
+    h.node.process(batch(&[("c", 200)])).unwrap();
+    assert_eq!(counts(&received(&mut h.out)), [(100, r#""a""#.into(), 1)]);
+    h.node.fire(i64::MAX).unwrap();
+    assert_eq!(counts(&received(&mut h.out)), [(200, r#""c""#.into(), 1)]);
+    assert!(dead(&mut h.dlq).is_empty());
+}
+
+#[test]
+fn records_behind_the_lateness_bound_go_to_the_dlq_only() {
+    let mut h = harness(windowing(WindowKind::Tumbling { size: 100 }, 50), None);
+    // Watermark 140: [0,100) stays open (140 - 50 < 100), so 90 still counts.
+    h.node
+        .process(batch(&[("a", 10), ("a", 140), ("a", 90)]))
+        .unwrap();
+    assert!(received(&mut h.out).is_empty());
+    // 151 moves the watermark past 100 + 50 inside the batch: the 95 after it is late,
+    // whatever the batch boundaries.
+    h.node
+        .process(batch(&[("a", 151), ("a", 95), ("a", 120)]))
+        .unwrap();
+    assert_eq!(counts(&received(&mut h.out)), [(0, r#""a""#.into(), 2)]);
+    let d = dead(&mut h.dlq);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(
+        (d[0].code.as_str(), &*d[0].node, d[0].meta.seq.as_str()),
+        ("late", "stages.agg", "1")
+    );
+    assert!(
+        d[0].message
+            .contains("[1970-01-01T00:00:00.000Z, 1970-01-01T00:00:00.100Z)"),
+        "{}",
+        d[0].message
+    );
+    assert_eq!(d[0].record, br#"{"k":"a","t":95}"#);
+    h.node.fire(i64::MAX).unwrap();
+    assert_eq!(counts(&received(&mut h.out)), [(100, r#""a""#.into(), 3)]);
+}
+
+#[test]
+fn sliding_windows_count_a_record_in_every_window_it_is_in() {
+    let mut h = harness(
+        windowing(
+            WindowKind::Sliding {
+                size: 200,
+                slide: 100,
+            },
+            0,
+        ),
+        None,
+    );
+    h.node.process(batch(&[("a", 150), ("a", 250)])).unwrap();
+    h.node.fire(i64::MAX).unwrap();
+    assert_eq!(
+        counts(&received(&mut h.out)),
+        [
+            (0, r#""a""#.into(), 1),
+            (100, r#""a""#.into(), 2),
+            (200, r#""a""#.into(), 1)
+        ]
+    );
+}
+
+#[test]
+fn sessions_merge_across_batches_and_fire_after_the_gap() {
+    let mut h = harness(windowing(WindowKind::Session { gap: 30 }, 100), None);
+    h.node
+        .process(batch(&[("a", 0), ("b", 5), ("a", 50)]))
+        .unwrap();
+    h.node.process(batch(&[("a", 25)])).unwrap(); // out of order, bridges [0,30) and [50,80)
+    assert!(
+        received(&mut h.out).is_empty(),
+        "lateness 100 keeps every session open"
+    );
+    h.node.process(batch(&[("c", 300)])).unwrap();
+    let out = received(&mut h.out);
+    assert_eq!(
+        counts(&out),
+        [(5, r#""b""#.into(), 1), (0, r#""a""#.into(), 3)],
+        "end order: b's session ends first"
+    );
+    assert_eq!(
+        (
+            out[1]["window_start"].as_str(),
+            out[1]["window_end"].as_str()
+        ),
+        (
+            Some("1970-01-01T00:00:00.000Z"),
+            Some("1970-01-01T00:00:00.080Z")
+        )
+    );
+    h.node.fire(i64::MAX).unwrap();
+    assert_eq!(counts(&received(&mut h.out)), [(300, r#""c""#.into(), 1)]);
+}
+
+#[test]
+fn a_restored_stage_continues_as_if_never_stopped() {
+    let w = windowing(WindowKind::Session { gap: 30 }, 10);
+    let input: Vec<Vec<(&str, i64)>> = vec![
+        vec![("a", 0), ("b", 5)],
+        vec![("a", 20), ("b", 70)],
+        vec![("a", 45), ("c", 100)],
+        vec![("b", 90), ("a", 300)],
+    ];
+    let mut whole = harness(w, None);
+    for b in &input {
+        whole.node.process(batch(b)).unwrap();
+    }
+    whole.node.fire(i64::MAX).unwrap();
+    let want = received(&mut whole.out);
+
+    let mut first = harness(w, None);
+    first.node.process(batch(&input[0])).unwrap();
+    first.node.process(batch(&input[1])).unwrap();
+    let mut got = received(&mut first.out);
+    let saved = snapshot::take(&first.node);
+    let mut second = harness(w, Some(&saved));
+    second.node.process(batch(&input[2])).unwrap();
+    second.node.process(batch(&input[3])).unwrap();
+    second.node.fire(i64::MAX).unwrap();
+    got.extend(received(&mut second.out));
+    assert_eq!(got, want);
+    assert!(want.len() >= 4, "{want:?}");
+}
+
+#[test]
+fn a_checkpoint_from_a_newer_state_version_is_refused() {
+    let mut h = harness(windowing(WindowKind::Tumbling { size: 100 }, 0), None);
+    h.node.process(batch(&[("a", 1)])).unwrap();
+    let mut saved = snapshot::take(&h.node);
+    saved["state_version"] = json!(7);
+    let w = windowing(WindowKind::Tumbling { size: 100 }, 0);
+    let err = std::panic::catch_unwind(|| harness(w, Some(&saved)))
+        .err()
+        .expect("refused");
+    let msg = err.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("state-version 7") && msg.contains("stages.agg"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn the_state_bound_stops_the_stage_with_a_clear_error() {
+    let mut h = harness(windowing(WindowKind::Tumbling { size: 100 }, 0), None);
+    h.node.state_memory = 1000;
+    let recs: Vec<(String, i64)> = (0..20).map(|i| (format!("key{i}"), 1)).collect();
+    let recs: Vec<(&str, i64)> = recs.iter().map(|(k, t)| (k.as_str(), *t)).collect();
+    match h.node.process(batch(&recs)) {
+        Err(Stop::Fatal(m)) => assert!(
+            m.contains("state_memory") && m.contains("stages.agg"),
+            "{m}"
+        ),
+        other => panic!("expected the bound to stop the stage: {other:?}"),
+    }
+}
+
+/// The aggregate stage alone, on one thread: records/s through extract →
+/// window assignment → accumulate, the state bytes per 1M open keys, and the
+/// checkpoint cost (encode, size, restore) of that state. Prints figures;
+/// run with `cargo test --release --lib window::tests::bench -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_aggregate_stage() {
+    let n: usize = std::env::var("SLUICE_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    for keys in [1_000usize, n] {
+        let mut h = harness(windowing(WindowKind::Tumbling { size: 3_600_000 }, 0), None);
+        let batches: Vec<Batch> = (0..n)
+            .collect::<Vec<_>>()
+            .chunks(2048)
+            .map(|c| {
+                let docs: Vec<String> = c
+                    .iter()
+                    .map(|i| format!(r#"{{"k":"key{}","t":{}}}"#, i % keys, i))
+                    .collect();
+                let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
+                Batch::json_docs("sources.in", &docs)
+            })
+            .collect();
+        // The plugin's `extract` alone (guest JSON parsing + lifting the
+        // keyed records), to tell plugin time from host time.
+        let t_ex = std::time::Instant::now();
+        for b in &batches {
+            let input = crate::plugin::wire::encode(&b.data).unwrap();
+            let _ = h.node.plugin.extract(&input).unwrap();
+        }
+        let extract = t_ex.elapsed();
+        let started = std::time::Instant::now();
+        for b in batches {
+            h.node.process(b).unwrap();
+        }
+        let took = started.elapsed();
+        println!(
+            "  of which extract alone: {:.0} records/s ({:.0}% of the stage's time)",
+            n as f64 / extract.as_secs_f64(),
+            100.0 * extract.as_secs_f64() / took.as_secs_f64()
+        );
+        let t0 = std::time::Instant::now();
+        let saved = snapshot::take(&h.node);
+        let encode = t0.elapsed();
+        let json = serde_json::to_vec(&saved).unwrap();
+        let t1 = std::time::Instant::now();
+        let restored = harness(
+            windowing(WindowKind::Tumbling { size: 3_600_000 }, 0),
+            Some(&saved),
+        );
+        let restore = t1.elapsed();
+        assert_eq!(restored.node.store.len(), h.node.store.len());
+        println!(
+            "aggregate stage (count-aggregate, JSON, 1 thread): {n} records, {keys} keys: {:.0} records/s; \
+             open windows {}, state {} bytes ({:.0} bytes/key); checkpoint value {} bytes, encode {:?}, restore {:?}",
+            n as f64 / took.as_secs_f64(),
+            h.node.store.len(),
+            h.node.store.bytes(),
+            h.node.store.bytes() as f64 / h.node.store.len() as f64,
+            json.len(),
+            encode,
+            restore
+        );
+    }
+}
+
+#[test]
+fn early_results_share_the_final_id_and_leave_state_alone() {
+    let mut h = harness(windowing(WindowKind::Tumbling { size: 100 }, 0), None);
+    h.node.process(batch(&[("a", 10), ("a", 20)])).unwrap();
+    h.node.emit_early().unwrap();
+    let early = received(&mut h.out);
+    assert_eq!(counts(&early), [(0, r#""a""#.into(), 2)]);
+    h.node.process(batch(&[("a", 30), ("b", 150)])).unwrap();
+    let last = received(&mut h.out);
+    assert_eq!(
+        counts(&last),
+        [(0, r#""a""#.into(), 3)],
+        "the window stayed open and kept counting"
+    );
+    assert_eq!(early[0]["id"], last[0]["id"]);
+}

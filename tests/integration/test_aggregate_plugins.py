@@ -1,0 +1,262 @@
+"""Windowed aggregation end to end, checked against an independent computation.
+
+- The generic `aggregate` plugin on sensor readings (not taxi data) whose
+  arrival order is out of event-time order within the allowed lateness:
+  tumbling, sliding and session windows give exactly the groups, windows and
+  values DuckDB computes with the same window arithmetic (half-open
+  [start, end); sliding windows start at epoch multiples of the slide;
+  sessions split where two readings of a station are `gap` or more apart).
+  Readings far later than the allowed lateness are in the DLQ with code
+  `late` and in no window; readings without a time or with a non-number are
+  in the DLQ with their codes.
+- `trip-stats` in pipelines/taxi-stats-local.toml on generated trips equals
+  a DuckDB computation over the pipeline's own Parquet branch (the enriched
+  trips): counts, sums, averages, peak hour, masked location, anomaly score.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from sluice_e2e import PLUGINS, REPO, read_dlq
+
+STAGE = "stages.agg"
+GAP_MS = 30_000
+LATENESS = "1m"
+
+
+def need_plugins(*names):
+    missing = [n for n in names if not (PLUGINS / f"{n}.wasm").is_file()]
+    if missing:
+        pytest.fail(f"plugins missing in {PLUGINS}: {missing}; run tests/scripts/build.sh")
+
+
+def iso_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def epoch_ms(s: str) -> int:
+    return round(datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+# --- the sensor data -------------------------------------------------------------------------------
+
+T0 = 1_714_557_600_000  # 2024-05-01T10:00:00Z
+
+
+def readings(seed: int = 11):
+    """(arrival-ordered lines, on-time readings, late readings, refused lines with their codes).
+
+    Four stations emit bursts: mostly 0.2-6 s apart, sometimes 10-90 s (so
+    sessions split and merge), sometimes exactly GAP_MS (the boundary: a new
+    session), and some exactly on a minute (a window boundary). Arrival order
+    is event time plus up to 8 s of jitter (well within the 1-minute
+    lateness); after 25 minutes of stream, a few readings arrive 15 minutes
+    late (in windows that closed long before)."""
+    rng = random.Random(seed)
+    good = []
+    for s in range(4):
+        t = T0 + rng.randrange(0, 20_000)
+        while t < T0 + 40 * 60_000:
+            good.append({"station": f"st-{s}", "ts": t, "temp_c": round(rng.uniform(-5, 30), 2),
+                         "humidity": rng.randrange(20, 100)})
+            r = rng.random()
+            t += GAP_MS if r < 0.03 else rng.randrange(10_000, 90_000) if r < 0.12 else rng.randrange(200, 6_000)
+            if rng.random() < 0.04:
+                t = (t // 60_000 + 1) * 60_000  # on a window boundary: it belongs to the window it starts
+    arrival = sorted(good, key=lambda g: g["ts"] + rng.randrange(0, 8_000))
+    lines, late, refused = [], [], []
+    max_seen = 0
+    for g in arrival:
+        max_seen = max(max_seen, g["ts"])
+        doc = {"station": g["station"], "ts": iso_ms(g["ts"]), "temp_c": g["temp_c"], "humidity": g["humidity"]}
+        lines.append(doc)
+        if max_seen > T0 + 25 * 60_000 and rng.random() < 0.01:
+            lt = max_seen - 15 * 60_000 - rng.randrange(0, 60_000)
+            late.append({"station": f"st-{rng.randrange(4)}", "ts": iso_ms(lt), "temp_c": 99.5, "humidity": 1,
+                         "late": True})
+            lines.append(late[-1])
+        if rng.random() < 0.005:
+            bad = rng.choice([
+                ({"station": "st-0", "temp_c": 1.0, "humidity": 2}, "missing_field"),
+                ({"station": "st-0", "ts": "soon", "temp_c": 1.0, "humidity": 2}, "bad_timestamp"),
+                ({"station": "st-1", "ts": doc["ts"], "temp_c": "warm", "humidity": 2}, "not_numeric"),
+                ({"station": "st-1", "ts": doc["ts"], "humidity": 2}, "missing_field"),
+            ])
+            refused.append(bad)
+            lines.append(bad[0])
+    return lines, good, late, refused
+
+
+PIPELINE = """
+[pipeline]
+name = "windows-{kind}"
+[checkpoint]
+dir = "{out}/checkpoint"
+[batch]
+max_records = 64
+[dlq]
+path = "{out}/dlq.ndjson"
+[sources.readings]
+type = "file"
+path = "{input}"
+[stages.agg]
+inputs = ["readings"]
+plugin = "{plugins}/aggregate.wasm"
+config = {{ time_field = "ts", group_by = ["station"], metrics = [{{ op = "count" }}, {{ op = "sum", field = "temp_c" }}, {{ op = "avg", field = "temp_c" }}, {{ op = "min", field = "temp_c" }}, {{ op = "max", field = "temp_c" }}, {{ op = "max", field = "humidity", as = "peak_humidity" }}] }}
+[stages.agg.window]
+{window}
+allowed_lateness = "{lateness}"
+idle_timeout = "5s"
+[sinks.out]
+type = "file"
+inputs = ["agg"]
+path = "{out}/windows.ndjson"
+"""
+
+WINDOWS = {
+    "tumbling": 'tumbling = "1m"',
+    "sliding": 'sliding = { size = "2m", slide = "30s" }',
+    "session": 'session = { gap = "30s" }',
+}
+
+# (station, ts, temp_c, humidity) → (station, window start, window end), per window kind.
+ASSIGN = {
+    "tumbling": """
+        SELECT station, (ts // 60000) * 60000 AS ws, (ts // 60000) * 60000 + 60000 AS we, temp_c, humidity FROM r""",
+    "sliding": """
+        SELECT station, k * 30000 AS ws, k * 30000 + 120000 AS we, temp_c, humidity
+        FROM r, range((ts - 120000) // 30000 + 1, ts // 30000 + 1) AS s(k)""",
+    "session": f"""
+        WITH o AS (SELECT *, CASE WHEN ts - lag(ts) OVER w >= {GAP_MS} OR lag(ts) OVER w IS NULL THEN 1 ELSE 0 END
+                             AS new FROM r WINDOW w AS (PARTITION BY station ORDER BY ts)),
+             n AS (SELECT *, sum(new) OVER (PARTITION BY station ORDER BY ts ROWS UNBOUNDED PRECEDING) AS sid FROM o)
+        SELECT station, min(ts) OVER s AS ws, max(ts) OVER s + {GAP_MS} AS we, temp_c, humidity
+        FROM n WINDOW s AS (PARTITION BY station, sid)""",
+}
+
+
+def expected(kind: str, good: list[dict]) -> dict:
+    con = duckdb.connect()
+    r = pa.table({c: [g[c] for g in good] for c in ("station", "ts", "temp_c", "humidity")})  # noqa: F841 (DuckDB reads it by name)
+    rows = con.execute(f"""
+        SELECT station, ws, we, count(*), sum(temp_c), avg(temp_c), min(temp_c), max(temp_c), max(humidity)
+        FROM ({ASSIGN[kind]}) GROUP BY ALL""").fetchall()
+    return {(st, ws, we): (n, s, a, lo, hi, h) for st, ws, we, n, s, a, lo, hi, h in rows}
+
+
+@pytest.mark.parametrize("kind", ["tumbling", "sliding", "session"])
+def test_generic_aggregate_matches_duckdb(kind, sluice, tmp_path, out_dir):
+    need_plugins("aggregate")
+    lines, good, late, refused = readings()
+    assert late and refused and len(good) > 800
+    inp = tmp_path / "readings.ndjson"
+    inp.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    pipeline = tmp_path / f"{kind}.toml"
+    pipeline.write_text(PIPELINE.format(kind=kind, out=out_dir, input=inp, plugins=PLUGINS, window=WINDOWS[kind],
+                                        lateness=LATENESS))
+
+    sluice.run(pipeline)
+
+    out = [json.loads(x) for x in (out_dir / "windows.ndjson").read_text().splitlines()]
+    got = {}
+    for o in out:
+        k = (o["station"], epoch_ms(o["window_start"]), epoch_ms(o["window_end"]))
+        assert k not in got, f"window {k} emitted twice"
+        got[k] = (o["count"], o["sum_temp_c"], o["avg_temp_c"], o["min_temp_c"], o["max_temp_c"], o["peak_humidity"])
+    assert len({o["id"] for o in out}) == len(out), "ids are not unique"
+    want = expected(kind, good)
+    assert set(got) == set(want), (f"{kind}: windows missing {sorted(set(want) - set(got))[:5]}, "
+                                   f"unexpected {sorted(set(got) - set(want))[:5]}")
+    for k, w in want.items():
+        g = got[k]
+        assert g[0] == w[0] and g[5] == w[5], f"{kind} {k}: got {g}, want {w}"
+        assert all(math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-9) for a, b in zip(g[1:5], w[1:5])), \
+            f"{kind} {k}: got {g}, want {w}"
+
+    dlq = [e for e in read_dlq(out_dir / "dlq.ndjson") if e["stage"] == STAGE]
+    late_got = sorted(json.dumps(e["record"], sort_keys=True) for e in dlq if e["code"] == "late")
+    assert late_got == sorted(json.dumps(d, sort_keys=True) for d in late), "late readings are not exactly the DLQ's"
+    assert sorted((e["code"], json.dumps(e["record"], sort_keys=True)) for e in dlq if e["code"] != "late") == \
+        sorted((c, json.dumps(d, sort_keys=True)) for d, c in refused)
+    # A late reading's temperature (99.5) is in no window.
+    assert all(o["max_temp_c"] < 99 for o in out)
+
+
+# --- trip-stats on taxi trips ----------------------------------------------------------------------
+
+def ewma_scores(rows, alpha=0.1, min_windows=5, min_sd=1.0):
+    """anomaly_score per (vendor, window start): the plugin's baseline rule, in window order per vendor."""
+    scores, base = {}, {}
+    for vendor, ws, avg in sorted(rows, key=lambda r: (r[1], r[0])):
+        n, mean, var = base.get(vendor, (0, 0.0, 0.0))
+        scores[(vendor, ws)] = (avg - mean) / max(math.sqrt(var), min_sd) if n >= min_windows else 0.0
+        if n == 0:
+            base[vendor] = (1, avg, 0.0)
+        else:
+            diff = avg - mean
+            incr = alpha * diff
+            base[vendor] = (n + 1, mean + incr, (1 - alpha) * (var + diff * incr))
+    return scores
+
+
+def test_trip_stats_matches_duckdb_over_the_enriched_trips(sluice, tmp_path, out_dir):
+    need_plugins("validate", "enrich", "trip_stats")
+    csv = tmp_path / "taxi.csv"
+    r = sluice.cmd("gen", "taxi", "--rows", 20000, "--seed", 5, "--bad-fraction", 0.02, "--out", csv)
+    assert r.returncode == 0, r.describe()
+    # 3-hour windows: ~180 trips per vendor and window, so peak hours and
+    # withheld locations both occur... with location_min_trips raised to 150.
+    env = {"SLUICE_INPUT": csv, "SLUICE_OUT": out_dir, "SLUICE_WINDOW": "3h"}
+    text = (REPO / "pipelines/taxi-stats-local.toml").read_text().replace("location_min_trips = 5",
+                                                                         "location_min_trips = 150")
+    pipeline = tmp_path / "taxi-stats.toml"
+    pipeline.write_text(text)
+    sluice.run(pipeline, env=env)
+
+    out = [json.loads(x) for x in (out_dir / "trip-stats.ndjson").read_text().splitlines()]
+    assert out, "no statistics"
+    assert len({o["id"] for o in out}) == len(out)
+    con = duckdb.connect()
+    rows = con.execute(f"""
+        WITH t AS (SELECT CAST(vendorId AS VARCHAR) AS vendor, epoch_ms(pickupDate) // 10800000 * 10800000 AS ws,
+                          passengerCount, tripDuration, gcDistance, pickupLatitude, pickupLongitude,
+                          hour(pickupDate AT TIME ZONE 'UTC') AS h
+                   FROM read_parquet('{out_dir}/trips/**/*.parquet', hive_partitioning = 1)),
+             hours AS (SELECT vendor, ws, h, count(*) AS c FROM t GROUP BY ALL),
+             peak AS (SELECT vendor, ws, arg_max(h, c * 100 - h) AS peak FROM hours GROUP BY ALL)
+        SELECT vendor, ws, count(*), sum(passengerCount), sum(tripDuration), avg(tripDuration), avg(gcDistance),
+               any_value(peak.peak), avg(pickupLatitude), avg(pickupLongitude)
+        FROM t JOIN peak USING (vendor, ws) GROUP BY vendor, ws""").fetchall()
+    scores = ewma_scores([(v, ws, avg_d) for v, ws, _, _, _, avg_d, *_ in rows])
+    want = {(v, ws): (n, p, d, ad, dist, peak, lat, lon) for v, ws, n, p, d, ad, dist, peak, lat, lon in rows}
+    got = {(o["vendor_id"], epoch_ms(o["window_start"])): o for o in out}
+    assert set(got) == set(want), f"windows differ: {sorted(set(got) ^ set(want))[:6]}"
+    withheld = 0
+    for k, (n, p, d, ad, dist, peak, lat, lon) in want.items():
+        o = got[k]
+        assert epoch_ms(o["window_end"]) - k[1] == 3 * 3600_000
+        assert (o["trip_count"], o["passenger_count"], o["total_duration_s"], o["peak_pickup_hour"]) == \
+            (n, p, d, peak), f"{k}: {o}"
+        assert math.isclose(o["avg_duration_s"], ad, rel_tol=1e-12), f"{k}: {o}"
+        assert math.isclose(o["avg_distance"], dist, abs_tol=1e-6), f"{k}: {o}"  # summed in millimetres
+        assert math.isclose(o["anomaly_score"], scores[k], rel_tol=1e-9, abs_tol=1e-9), f"{k}: {o}"
+        if n < 150:
+            assert o["pickup_location"] is None, f"{k}: {n} trips but a location"
+            withheld += 1
+        else:
+            loc = o["pickup_location"]
+            assert abs(loc["lat"] - lat) <= 0.005 + 1e-9 and abs(loc["lon"] - lon) <= 0.005 + 1e-9, f"{k}: {o}"
+            assert loc == {"lat": round(loc["lat"], 2), "lon": round(loc["lon"], 2)}
+    assert 0 < withheld < len(want), "both withheld and published locations should occur"
+    assert any(o["anomaly_score"] != 0 for o in out)
+    late = [e for e in read_dlq(out_dir / "dlq.ndjson") if e["code"] == "late"]
+    assert not late, f"{len(late)} trips late with a 10-minute lateness: {late[:2]}"
