@@ -82,6 +82,7 @@ impl SinkNode {
                                         }
                                     }
                                 }
+                                Event::Partitions(_) => {}
                                 Event::Barrier(b) => {
                                     // Once: a failed prepare may have taken the open output out of the
                                     // sink, and a retry would answer with a token that misses it.
