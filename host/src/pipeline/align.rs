@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use super::edge::Envelope;
-use super::msg::{Barrier, Msg};
+use super::msg::{Barrier, Msg, Partitions};
 use crate::batch::Batch;
 use crate::dead_letter::DeadLetter;
 
@@ -18,6 +18,8 @@ pub enum Event {
     DeadLetters(Vec<DeadLetter>),
     /// Every input delivered this barrier.
     Barrier(Barrier),
+    /// Aligned like data: it stays in order with the records around it.
+    Partitions(Partitions),
 }
 
 #[derive(Debug)]
@@ -41,6 +43,7 @@ impl Aligner {
         match env.msg {
             Msg::Data(b) => out.push(Event::Data(b, env.input)),
             Msg::DeadLetters(d) => out.push(Event::DeadLetters(d)),
+            Msg::Partitions(p) => out.push(Event::Partitions(p)),
             Msg::Barrier(b) => {
                 self.arrived[env.input] = Some(b);
                 if self.arrived.iter().all(Option::is_some) {
@@ -80,6 +83,7 @@ mod tests {
                 Event::Data(b, _) => b.origin.source.to_string(),
                 Event::DeadLetters(d) => format!("D{}", d.len()),
                 Event::Barrier(b) => format!("B{}", b.epoch),
+                Event::Partitions(p) => format!("P{}", p.opened.len()),
             })
             .collect()
     }

@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 
 use crate::batch::Batch;
 use crate::dead_letter::DeadLetter;
-use crate::pipeline::msg::{Barrier, Msg};
+use crate::pipeline::msg::{Barrier, Msg, Partitions};
 
 /// A message on a node's input channel; `input` is the slot of the upstream
 /// node among this node's inputs.
@@ -70,6 +70,19 @@ impl Outputs {
     pub fn blocking_barrier(&self, b: Barrier) -> Result<(), Closed> {
         for e in self.edges.iter().chain(self.dlq.iter()) {
             e.blocking_send(Msg::Barrier(b))?;
+        }
+        Ok(())
+    }
+    /// Partitions opened or closed, to every downstream node (not the DLQ).
+    pub async fn partitions(&self, p: Partitions) -> Result<(), Closed> {
+        for e in &self.edges {
+            e.send(Msg::Partitions(p.clone())).await?;
+        }
+        Ok(())
+    }
+    pub fn blocking_partitions(&self, p: Partitions) -> Result<(), Closed> {
+        for e in &self.edges {
+            e.blocking_send(Msg::Partitions(p.clone()))?;
         }
         Ok(())
     }

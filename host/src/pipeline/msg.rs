@@ -1,6 +1,8 @@
 //! What travels on the edges of the pipeline graph, and between nodes and the
 //! checkpoint coordinator.
 
+use std::sync::Arc;
+
 use crate::batch::Batch;
 use crate::dead_letter::DeadLetter;
 
@@ -23,6 +25,21 @@ pub enum Msg {
     /// Records given up on, on a node's edge to the DLQ sink (only there).
     DeadLetters(Vec<DeadLetter>),
     Barrier(Barrier),
+    /// A source's partitions (`Origin::partition`) it started or stopped
+    /// reading. Sent before an opened partition's first record and after a
+    /// closed one's last, so event-time stages know a partition exists
+    /// before it delivers (it holds their watermark back until it delivers
+    /// or stays idle). Sent again after every (re)start: not in checkpoints.
+    Partitions(Partitions),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partitions {
+    /// `Origin::source` of the partitions.
+    pub source: Arc<str>,
+    pub opened: Vec<Arc<str>>,
+    /// Read to their end for good (a Kinesis parent at SHARD_END).
+    pub closed: Vec<Arc<str>>,
 }
 
 /// A node's answer to a barrier: its state for the checkpoint of `epoch`.

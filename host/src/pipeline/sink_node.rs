@@ -82,6 +82,7 @@ impl SinkNode {
                                         }
                                     }
                                 }
+                                Event::Partitions(_) => {}
                                 Event::Barrier(b) => {
                                     if b.last {
                                         self.sink.finishing();

@@ -58,6 +58,12 @@ impl StageNode {
                             return;
                         }
                     }
+                    // The stage keeps each record's origin: downstream sees the same partitions.
+                    Event::Partitions(p) => {
+                        if self.out.blocking_partitions(p).is_err() {
+                            return;
+                        }
+                    }
                     Event::Barrier(b) => {
                         let state = snapshot(&self.state);
                         let _ = self.acks.send(Ack { node: self.node.clone(), epoch: b.epoch, state });

@@ -7,7 +7,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use super::{SourceCtx, SourceError};
 use crate::batch::Batch;
 use crate::dead_letter::DeadLetter;
-use crate::pipeline::msg::{Ack, Barrier, Request};
+use crate::pipeline::msg::{Ack, Barrier, Partitions, Request};
 
 pub async fn send(ctx: &SourceCtx, batch: Option<Batch>, malformed: Vec<DeadLetter>) -> Result<(), SourceError> {
     let closed = |_| SourceError::Closed(ctx.node.clone());
@@ -23,6 +23,16 @@ pub async fn send(ctx: &SourceCtx, batch: Option<Batch>, malformed: Vec<DeadLett
         ctx.out.send(b).await.map_err(closed)?;
     }
     Ok(())
+}
+
+/// Announce the partitions the source opened (before their first record)
+/// and closed for good (after their last one).
+pub async fn partitions(ctx: &SourceCtx, opened: Vec<std::sync::Arc<str>>, closed: Vec<std::sync::Arc<str>>) -> Result<(), SourceError> {
+    if opened.is_empty() && closed.is_empty() {
+        return Ok(());
+    }
+    let p = Partitions { source: ctx.name.clone(), opened, closed };
+    ctx.out.partitions(p).await.map_err(|_| SourceError::Closed(ctx.node.clone()))
 }
 
 /// Emit a barrier downstream and acknowledge it with `position`.

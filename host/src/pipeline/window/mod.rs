@@ -167,6 +167,16 @@ impl AggregateNode {
                 match ev {
                     Event::Data(batch, _) => self.process(batch)?,
                     Event::DeadLetters(letters) => self.out.blocking_dead_letters(letters)?,
+                    // Not forwarded: this stage's results have their own origin.
+                    Event::Partitions(p) => {
+                        let now = Instant::now();
+                        for part in &p.opened {
+                            self.marks.open(&format!("{}/{part}", p.source), now);
+                        }
+                        for part in &p.closed {
+                            self.marks.close(&format!("{}/{part}", p.source), now);
+                        }
+                    }
                     Event::Barrier(b) => {
                         if b.drained {
                             // The input is complete: every open window fires now.

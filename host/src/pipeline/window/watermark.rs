@@ -7,6 +7,13 @@
 //! back and rejoins with its next record. When every partition is idle the
 //! largest watermark counts (nothing is coming that could be held back for).
 //! The stage watermark never goes back.
+//!
+//! A partition a source announced as opened counts before it delivers: it
+//! holds the watermark at -inf (as in Flink, where every assigned split
+//! does) until its first record or `idle_timeout` of silence. Without this,
+//! one shard's backlog pushes the watermark ahead while another shard's
+//! reader has not delivered yet, and that shard's backlog arrives "late".
+//! A partition announced as closed (read to its end for good) stops counting.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -59,6 +66,27 @@ impl Watermarks {
     /// The partition's watermark so far (`i64::MIN` when new).
     pub fn partition(&self, name: &str) -> i64 {
         self.parts.get(name).map_or(i64::MIN, |p| p.max)
+    }
+
+    /// A source opened `name`: it holds the watermark back (at -inf when it
+    /// is new) until it delivers or stays silent for `idle_timeout` from now.
+    /// A known partition (one restored from a checkpoint, or announced again)
+    /// keeps its watermark and counts as just seen.
+    pub fn open(&mut self, name: &str, now: Instant) {
+        self.parts
+            .entry(name.to_string())
+            .and_modify(|p| p.seen = now)
+            .or_insert(Partition {
+                max: i64::MIN,
+                seen: now,
+            });
+    }
+
+    /// A source read `name` to its end for good: it no longer holds anything back.
+    pub fn close(&mut self, name: &str, now: Instant) {
+        if self.parts.remove(name).is_some() {
+            self.advance(now);
+        }
     }
 
     /// A batch of `name` was applied: its largest event time so far is `max`.
@@ -168,6 +196,78 @@ mod tests {
         w.delivered("b", 300, t0);
         assert_eq!(w.stage(), 100);
         assert_eq!(w.advance(t0 + Duration::from_secs(2)), 300);
+    }
+
+    #[test]
+    fn an_opened_partition_holds_the_watermark_before_it_delivers() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(Duration::from_secs(30));
+        w.open("a", t0);
+        w.open("b", t0);
+        w.delivered("a", 1_000, t0);
+        assert_eq!(w.stage(), i64::MIN, "b has delivered nothing yet");
+        assert_eq!(w.others("a", t0), Some(i64::MIN));
+        assert_eq!(w.with(1_000, w.others("a", t0)), i64::MIN);
+        w.delivered("a", 5_000, t0 + Duration::from_secs(10));
+        assert_eq!(w.advance(t0 + Duration::from_secs(29)), i64::MIN);
+        // b's backlog starts behind a: nothing of it is behind the watermark.
+        w.delivered("b", 200, t0 + Duration::from_secs(29));
+        assert_eq!(w.stage(), 200);
+        w.delivered("b", 6_000, t0 + Duration::from_secs(29));
+        assert_eq!(w.stage(), 5_000);
+    }
+
+    #[test]
+    fn an_opened_partition_that_stays_silent_goes_idle() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(Duration::from_secs(30));
+        w.open("a", t0);
+        w.open("b", t0);
+        w.delivered("a", 1_000, t0 + Duration::from_secs(5));
+        assert_eq!(w.advance(t0 + Duration::from_secs(29)), i64::MIN);
+        assert_eq!(w.idle(t0 + Duration::from_secs(30)), 1);
+        assert_eq!(
+            w.advance(t0 + Duration::from_secs(30)),
+            1_000,
+            "b idle: a alone"
+        );
+    }
+
+    #[test]
+    fn a_closed_partition_stops_holding_and_its_children_hold() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(Duration::from_secs(30));
+        w.open("parent", t0);
+        w.open("other", t0);
+        w.delivered("parent", 100, t0);
+        w.delivered("other", 900, t0);
+        assert_eq!(w.stage(), 100);
+        // The parent ends and its child opens: the child holds until it delivers.
+        w.open("child", t0);
+        w.close("parent", t0);
+        assert_eq!(w.stage(), 100, "the child (no record yet) holds it");
+        w.delivered("child", 400, t0);
+        assert_eq!(w.stage(), 400);
+        assert_eq!(w.partition("parent"), i64::MIN, "forgotten");
+        w.close("child", t0);
+        assert_eq!(w.stage(), 900, "other alone");
+    }
+
+    #[test]
+    fn opening_a_known_partition_keeps_its_watermark() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(Duration::from_secs(30));
+        w.delivered("a", 100, t0);
+        w.delivered("b", 300, t0);
+        let (parts, stage) = w.snapshot();
+        let mut r = Watermarks::new(Duration::from_secs(30));
+        r.restore(parts, stage, t0);
+        r.open("a", t0);
+        r.open("b", t0);
+        r.open("c", t0);
+        assert_eq!((r.partition("a"), r.partition("b")), (100, 300));
+        assert_eq!(r.others("a", t0), Some(i64::MIN), "c holds");
+        assert_eq!(r.advance(t0), 100, "never goes back");
     }
 
     #[test]

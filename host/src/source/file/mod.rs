@@ -102,6 +102,7 @@ pub async fn run(spec: FileSourceSpec, mut ctx: SourceCtx) -> Result<(), SourceE
             message: e.to_string(),
         })?;
 
+    emit::partitions(&ctx, vec![origin.partition.clone()], vec![]).await?;
     let mut last: Option<Position> = None;
     let position = |p: &Option<Position>| serde_json::to_value(p).expect("position serialises");
     while let Some(chunk) = rx.recv().await {

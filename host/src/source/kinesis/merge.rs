@@ -64,6 +64,10 @@ pub struct Merge {
     caught_up: BTreeSet<String>,
     last_data: Instant,
     exhausted: bool,
+    /// Shards started / finished since the last announcement downstream;
+    /// announced before the next event is handled, so before their records.
+    opened: Vec<Arc<str>>,
+    finished_now: Vec<Arc<str>>,
 }
 
 enum Flow {
@@ -163,6 +167,8 @@ impl Merge {
             caught_up: BTreeSet::new(),
             last_data: Instant::now(),
             exhausted: false,
+            opened: Vec::new(),
+            finished_now: Vec::new(),
         };
         m.first_listing().await?;
         m.consumer = m.fan_out_consumer().await?;
@@ -234,6 +240,7 @@ impl Merge {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_lag_report = Instant::now();
         loop {
+            self.announce().await?;
             let wake = tokio::select! {
                 biased;
                 b = self.ctx.barriers.recv() => Wake::Barrier(b),
@@ -280,6 +287,13 @@ impl Merge {
                 return Ok(());
             }
         }
+    }
+
+    /// Tell downstream which shards started (a reader began, after a
+    /// restart too) and which finished, before any record of the started ones.
+    async fn announce(&mut self) -> Result<(), SourceError> {
+        let (opened, closed) = (std::mem::take(&mut self.opened), std::mem::take(&mut self.finished_now));
+        crate::source::emit::partitions(&self.ctx, opened, closed).await
     }
 
     async fn on_barrier(&mut self, b: Barrier) -> Result<Flow, SourceError> {
@@ -386,6 +400,7 @@ impl Merge {
                 // Its children may start now: a parent missing from the listing never blocks them.
                 self.state.shards.remove(shard);
                 self.state.finished.remove(shard);
+                self.finished_now.push(shard.into());
                 self.caught_up.remove(shard);
                 self.lag.remove(shard);
                 self.schedule();
@@ -409,6 +424,7 @@ impl Merge {
         }
         self.state.shards.remove(shard);
         self.state.finished.insert(shard.to_string());
+        self.finished_now.push(shard.into());
         self.lag.remove(shard);
         crate::admin::metrics::kinesis_lag(&self.ctx.name, shard, 0);
         self.caught_up.remove(shard);
@@ -475,6 +491,7 @@ impl Merge {
             _ => None,
         };
         let origin = Arc::new(Origin { source: self.ctx.name.clone(), partition: id.as_str().into() });
+        self.opened.push(origin.partition.clone());
         let range = if self.spec.kpl_hash_range_filter { self.lineage.get(&id).and_then(|s| s.hash_range) } else { None };
         let shaper = Shaper::new(origin, self.ctx.node.clone(), self.ctx.batch.max_records, self.ctx.batch.max_bytes.0 as usize, skip)
             .with_hash_range(range);
@@ -560,6 +577,8 @@ mod tests {
             caught_up: BTreeSet::new(),
             last_data: Instant::now(),
             exhausted: false,
+            opened: Vec::new(),
+            finished_now: Vec::new(),
         };
         (m, d)
     }
