@@ -54,7 +54,7 @@ def test_fixtures_cover_the_required_kinds():
     required = {"unknown-key", "missing-input", "cycle", "missing-plugin", "core-module-plugin", "not-wasm-plugin",
                 "bad-duration", "bad-env", "toml-syntax",
                 # What `run` would meet only when starting sinks, DLQ and checkpoint store:
-                "parquet-partition-undeclared", "parquet-s3-path", "sink-path-under-file", "dlq-path-is-dir",
+                "parquet-partition-undeclared", "parquet-s3-sse", "sink-path-under-file", "dlq-path-is-dir",
                 "checkpoint-dir-is-file", "checkpoint-bad-s3-url", "checkpoint-foreign",
                 # Destinations that would destroy each other's data:
                 "sinks-overlap", "dlq-overlaps-sink",
