@@ -100,7 +100,7 @@ ready() {
 # start that failed early).
 stop_dir() {
     local dir=$1 pid i done=""
-    for f in java.pid pid; do
+    for f in java.pid pid wrapper.pid; do
         [[ -f "$dir/$f" ]] || continue
         pid="$(cat "$dir/$f")"
         [[ -n "$pid" && "$pid" != "$done" ]] || continue
@@ -113,7 +113,7 @@ stop_dir() {
             say "stopped pid $pid"
         fi
     done
-    rm -f "$dir/pid" "$dir/java.pid" "$dir/env"
+    rm -f "$dir/pid" "$dir/java.pid" "$dir/wrapper.pid" "$dir/env"
 }
 
 start() {
@@ -132,6 +132,9 @@ start() {
     local jpid
     jpid="$(cat "$dir/java.pid" 2>/dev/null || true)"
     [[ -n "$jpid" ]] || die "started but wrote no pid file ($dir/java.pid)"
+    # Keep the runuser wrapper's PID too: stop ends it after java, so no
+    # stopped wrapper outlives the suite holding a zombie.
+    [[ -f "$dir/pid" ]] && cp "$dir/pid" "$dir/wrapper.pid"
     echo "$jpid" >"$dir/pid"
     {
         echo "SLUICE_TEST_OPENSEARCH_ENDPOINT=http://127.0.0.1:$port"
