@@ -10,15 +10,13 @@
 //! "potential data loss" note: its aggregates go to the shard of the first
 //! key, and KCL 2.x drops the rest.
 
-#[path = "kinesis_support/mod.rs"]
-mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_smithy_types::Blob;
 use sluice::source::kinesis::kpl::{self, Aggregator};
-use support::*;
+use crate::support::*;
 
 const T: Duration = Duration::from_secs(60);
 

@@ -1,24 +1,20 @@
 //! The Kinesis source under behaviours of Amazon Kinesis that the emulators
 //! never show, injected by a proxy in front of kinesis-local
-//! (`kinesis_support/chaos.rs`). Each test names the real behaviour it stands
+//! (`it/chaos.rs`). Each test names the real behaviour it stands
 //! for, from the Kinesis Data Streams API reference (error lists of
 //! GetShardIterator, GetRecords, ListShards and SubscribeToShard).
 
-#[path = "kinesis_support/mod.rs"]
-mod support;
-#[path = "kinesis_support/chaos.rs"]
-mod chaos;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
-use chaos::{Action, Call};
+use crate::chaos::{self, Action, Call};
 use sluice::config::units::Dur;
 use sluice::retry::RetryPolicy;
 use sluice::source::kinesis::config::{ReadMode, StartPosition};
 use sluice::source::kinesis::position::SourceState;
-use support::*;
+use crate::support::*;
 
 const T: Duration = Duration::from_secs(120);
 const SHARD0: &str = "shardId-000000000000";

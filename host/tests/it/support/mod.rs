@@ -1,4 +1,4 @@
-//! Shared by the `kinesis_*` integration tests: a kinesis-local emulator per
+//! Shared by the Kinesis integration tests: a kinesis-local emulator per
 //! test (started by tests/scripts/kinesis-local.sh), stream helpers, and a
 //! harness that runs the Kinesis source with a hand-made `SourceCtx`.
 #![allow(dead_code)]

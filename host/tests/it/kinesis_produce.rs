@@ -1,16 +1,11 @@
 //! `sluice produce` against kinesis-local, and both sides under throttling
 //! (a fault-injecting proxy, since kinesis-local never throttles).
 
-#[path = "kinesis_support/mod.rs"]
-mod support;
-#[path = "kinesis_support/chaos.rs"]
-mod chaos;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use chaos::Action;
-use support::*;
+use crate::chaos::{self, Action};
+use crate::support::*;
 
 const T: Duration = Duration::from_secs(120);
 

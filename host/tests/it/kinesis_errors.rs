@@ -1,15 +1,13 @@
 //! Bad input for the Kinesis source and `sluice produce`: clear errors after
 //! bounded retries, never a panic or a hang.
 
-#[path = "kinesis_support/mod.rs"]
-mod support;
 
 use std::time::Duration;
 
 use sluice::retry::RetryPolicy;
 use sluice::source::kinesis::config::ReadMode;
 use sluice::source::SourceError;
-use support::*;
+use crate::support::*;
 
 fn quick_retry() -> Option<RetryPolicy> {
     Some(RetryPolicy::new(Duration::from_millis(50), Duration::from_millis(200), 3, Some(Duration::from_secs(5))))

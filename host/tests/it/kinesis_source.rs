@@ -2,15 +2,13 @@
 //! resharding with per-key order (polling and fan-out), KPL aggregates,
 //! restart from a checkpoint, bounded runs.
 
-#[path = "kinesis_support/mod.rs"]
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use sluice::source::kinesis::config::{ReadMode, StartPosition};
 use sluice::source::kinesis::position::SourceState;
-use support::*;
+use crate::support::*;
 
 const T: Duration = Duration::from_secs(120);
 
