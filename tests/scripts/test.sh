@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite (`make test`, `.ci/run`):
-#   1. build plugins + host (release), install the wasm target if missing;
-#   2. the Python venv for the independent Parquet readers (pyarrow, DuckDB);
-#   3. service hooks: every executable tests/scripts/services/*.sh is called
-#      with `start` before the tests and `stop` at exit. Lines it prints as
-#      KEY=VALUE on stdout are exported to the test runners (endpoints, ports).
-#      A hook that cannot start its service should exit non-zero: that fails
-#      the suite rather than silently skipping tests;
+#   1. in the background: the Python venv for the independent Parquet readers
+#      (pyarrow, DuckDB) and the service hooks: every executable
+#      tests/scripts/services/*.sh is called with `start` before the tests
+#      and `stop` at exit. Lines it prints as KEY=VALUE on stdout are
+#      exported to the test runners (endpoints, ports). A hook that cannot
+#      start its service should exit non-zero: that fails the suite rather
+#      than silently skipping tests;
+#   2. meanwhile, build plugins + host (release) and the host's test
+#      binaries, installing the wasm target if missing;
+#   3. wait for the services;
 #   4. `cargo test --release --workspace` (host unit + integration tests) and
 #      the shared rules crate (taxi-logic), natively;
 #   5. `pytest tests/integration` (the binary end to end), plus any other
@@ -40,49 +43,86 @@ finish() {
 
 step_failed() { steps_failed+=("$1"); }
 
-# --- 1. build ---------------------------------------------------------------
-if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    log "build ($(elapsed)s)"
-    if ! tests/scripts/build.sh; then
-        step_failed build
-        finish
+# --- 1. services, in the background ---------------------------------------
+# The Python venv and the service hooks mostly download and wait (PyPI, npm,
+# Maven, JVM start-up) while the build wants the CPU: they run side by side.
+# The background job writes each started hook's name to $SERVICES/started and
+# its stdout to $SERVICES/<hook>.out; a hook that fails leaves <hook>.failed.
+SERVICES="$WORK/services"
+rm -rf "$SERVICES"
+mkdir -p "$SERVICES"
+start_services() {
+    local hook name
+    if [[ "${SKIP_PYTEST:-0}" != 1 ]]; then
+        log "python venv ($(elapsed)s)"
+        tests/scripts/python-env.sh >"$SERVICES/python" || touch "$SERVICES/python-env.failed"
     fi
-fi
-
-# --- 2. python --------------------------------------------------------------
-PYTHON=""
-if [[ "${SKIP_PYTEST:-0}" != 1 ]]; then
-    log "python venv ($(elapsed)s)"
-    if ! PYTHON="$(tests/scripts/python-env.sh)"; then
-        step_failed python-env
-        finish
-    fi
-fi
-
-# --- 3. services ------------------------------------------------------------
-started_hooks=()
+    for hook in tests/scripts/services/*.sh; do
+        [[ -x "$hook" ]] || continue
+        name="$(basename "$hook")"
+        log "service hook: $hook start ($(elapsed)s)"
+        # Recorded before the start so a hook interrupted half-way is still stopped.
+        echo "$hook" >>"$SERVICES/started"
+        if ! "$hook" start >"$SERVICES/$name.out"; then
+            touch "$SERVICES/$name.failed"
+        fi
+    done
+    log "services ready ($(elapsed)s)"
+}
 stop_services() {
-    local i
-    for ((i = ${#started_hooks[@]} - 1; i >= 0; i--)); do
-        "${started_hooks[$i]}" stop >/dev/null 2>&1 || true
+    # Let a start under way finish first (a killed hook could leave a server
+    # behind that no pid file names yet); it takes a few minutes at most.
+    [[ -n "${services_pid:-}" ]] && wait "$services_pid" 2>/dev/null
+    [[ -f "$SERVICES/started" ]] || return 0
+    local hooks i
+    mapfile -t hooks <"$SERVICES/started"
+    for ((i = ${#hooks[@]} - 1; i >= 0; i--)); do
+        "${hooks[$i]}" stop >/dev/null 2>&1 || true
     done
 }
 trap stop_services EXIT
 trap 'stop_services; exit 130' INT TERM
-for hook in tests/scripts/services/*.sh; do
-    [[ -x "$hook" ]] || continue
-    log "service hook: $hook start ($(elapsed)s)"
-    if ! out="$("$hook" start)"; then
-        step_failed "$(basename "$hook")"
+start_services &
+services_pid=$!
+
+# --- 2. build ---------------------------------------------------------------
+# With the cargo tests to run, their binaries are built in the same cargo
+# invocation as the host (one schedule keeps both cores busy).
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    log "build ($(elapsed)s)"
+    build_tests=1
+    [[ "${SKIP_CARGO_TEST:-0}" == 1 ]] && build_tests=0
+    if ! SLUICE_BUILD_TESTS=$build_tests tests/scripts/build.sh; then
+        step_failed build
+        finish
+    fi
+    log "build done ($(elapsed)s)"
+fi
+
+# --- 3. wait for the services ------------------------------------------------
+wait "$services_pid"
+services_pid=""
+PYTHON=""
+if [[ "${SKIP_PYTEST:-0}" != 1 ]]; then
+    if [[ -f "$SERVICES/python-env.failed" ]]; then
+        step_failed python-env
+        finish
+    fi
+    PYTHON="$(cat "$SERVICES/python")"
+fi
+for out in "$SERVICES"/*.sh.out; do
+    [[ -f "$out" ]] || continue
+    name="$(basename "$out" .out)"
+    if [[ -f "$SERVICES/$name.failed" ]]; then
+        step_failed "$name"
         continue
     fi
-    started_hooks+=("$hook")
     while IFS= read -r line; do
         if [[ "$line" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then
             export "${line?}"
             echo "    exported ${line%%=*}"
         fi
-    done <<<"$out"
+    done <"$out"
 done
 
 # --- 4. cargo tests ---------------------------------------------------------
