@@ -158,6 +158,70 @@ stop_when_idle = "{stop_when_idle}"
     return path
 
 
+WINDOW_MS = 1000
+
+
+def window_count_pipeline(path: Path, *, name: str, stream: str, endpoint: str, out: Path, interval: str,
+                          source_extra: str = "", window_extra: str = "") -> Path:
+    """Kinesis → count_aggregate (1 s tumbling windows of `{k, t}` records)
+    → NDJSON counts + DLQ: the windowed tests' pipeline."""
+    path.write_text(f"""[pipeline]
+name = "{name}"
+
+[checkpoint]
+dir = "{out}/checkpoint"
+interval = "{interval}"
+
+[dlq]
+path = "{out}/dlq.ndjson"
+
+[sources.events]
+type = "kinesis"
+stream = "{stream}"
+endpoint = "{endpoint}"
+region = "{REGION}"
+start_position = "trim_horizon"
+poll_interval = "100ms"
+{source_extra}
+
+[stages.count]
+inputs = ["events"]
+plugin = "{PLUGINS}/count_aggregate.wasm"
+config = {{ key = "k", time = "t" }}
+
+[stages.count.window]
+tumbling = "1s"
+{window_extra}
+
+[sinks.counts]
+type = "file"
+inputs = ["count"]
+path = "{out}/counts.ndjson"
+""")
+    return path
+
+
+class ShardWriter:
+    """Puts `{k: "s<shard>", t}` records into chosen shards of a stream
+    (ExplicitHashKey: the windowed tests address shards) and counts what
+    was put per (window start, key)."""
+
+    def __init__(self, kinesis: Kinesis, stream: str):
+        shards = sorted(kinesis.open_shards(stream), key=lambda s: int(s["HashKeyRange"]["StartingHashKey"]))
+        self.hash_key = [s["HashKeyRange"]["StartingHashKey"] for s in shards]
+        self.client, self.stream = kinesis.client, stream
+        self.sent: Counter = Counter()
+
+    def put(self, shard: int, times: list[int]) -> None:
+        for i in range(0, len(times), 500):
+            recs = [{"Data": json.dumps({"k": f"s{shard}", "t": t}).encode(), "PartitionKey": "p",
+                     "ExplicitHashKey": self.hash_key[shard]} for t in times[i:i + 500]]
+            r = self.client.put_records(StreamName=self.stream, Records=recs)
+            assert r.get("FailedRecordCount", 0) == 0, r
+        for t in times:
+            self.sent[(t - t % WINDOW_MS, json.dumps(f"s{shard}"))] += 1
+
+
 def produce(sluice: Sluice, stream: str, endpoint: str, file: Path, *args, timeout: float = 300) -> Result:
     return sluice.cmd("produce", "--stream", stream, "--file", file, "--endpoint", endpoint, "--region", REGION,
                       "--no-progress", *args, env=AWS_ENV, timeout=timeout)

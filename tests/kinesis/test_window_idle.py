@@ -11,49 +11,9 @@ from __future__ import annotations
 
 import json
 import signal
-import time
-from collections import Counter
 
-from sluice_e2e import PLUGINS, wait_for
-from kinesis_support import AWS_ENV, REGION
-
-WINDOW_MS = 1000
-
-
-def pipeline(path, *, stream, endpoint, out, idle_timeout):
-    path.write_text(f"""[pipeline]
-name = "window-idle"
-
-[checkpoint]
-dir = "{out}/checkpoint"
-interval = "300ms"
-
-[dlq]
-path = "{out}/dlq.ndjson"
-
-[sources.events]
-type = "kinesis"
-stream = "{stream}"
-endpoint = "{endpoint}"
-region = "{REGION}"
-start_position = "trim_horizon"
-poll_interval = "100ms"
-
-[stages.count]
-inputs = ["events"]
-plugin = "{PLUGINS}/count_aggregate.wasm"
-config = {{ key = "k", time = "t" }}
-
-[stages.count.window]
-tumbling = "1s"
-idle_timeout = "{idle_timeout}"
-
-[sinks.counts]
-type = "file"
-inputs = ["count"]
-path = "{out}/counts.ndjson"
-""")
-    return path
+from sluice_e2e import wait_for
+from kinesis_support import AWS_ENV, ShardWriter, window_count_pipeline
 
 
 def counts(out) -> list[dict]:
@@ -63,25 +23,17 @@ def counts(out) -> list[dict]:
 
 def test_an_idle_shard_stops_holding_back_the_other_shards_windows(sluice, kinesis, tmp_path):
     name = kinesis.create(4)
-    shards = sorted(kinesis.open_shards(name), key=lambda s: int(s["HashKeyRange"]["StartingHashKey"]))
-    hash_key = [s["HashKeyRange"]["StartingHashKey"] for s in shards]
-    sent = Counter()  # (window start, key) -> records put
-
-    def put(shard: int, times: list[int]):
-        recs = [{"Data": json.dumps({"k": f"s{shard}", "t": t}).encode(), "PartitionKey": "p",
-                 "ExplicitHashKey": hash_key[shard]} for t in times]
-        r = kinesis.client.put_records(StreamName=name, Records=recs)
-        assert r.get("FailedRecordCount", 0) == 0, r
-        for t in times:
-            sent[(t - t % WINDOW_MS, json.dumps(f"s{shard}"))] += 1
+    writer = ShardWriter(kinesis, name)
+    put, sent = writer.put, writer.sent
 
     # Every shard has records in [0, 1500); then shard 3 goes silent.
     for s in range(4):
         put(s, list(range(s, 1500, 50)))
     out = tmp_path / "out"
     out.mkdir()
-    run = sluice.spawn(pipeline(tmp_path / "p.toml", stream=name, endpoint=kinesis.endpoint, out=out,
-                                idle_timeout="2s"), env=AWS_ENV)
+    p = window_count_pipeline(tmp_path / "p.toml", name="window-idle", stream=name, endpoint=kinesis.endpoint, out=out,
+                              interval="300ms", window_extra='idle_timeout = "2s"')
+    run = sluice.spawn(p, env=AWS_ENV)
     try:
         # The other shards keep receiving, in lockstep, half a window at a time.
         t, fired = 1500, False
