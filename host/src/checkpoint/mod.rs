@@ -49,6 +49,24 @@ pub trait CheckpointStore: Send + Sync {
     }
 }
 
+/// A store shared by the coordinator and the run around it: the run keeps
+/// the store (an S3 lease) until its sinks committed the last checkpoint.
+#[async_trait]
+impl<T: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<T> {
+    async fn load(&self) -> Result<Option<Checkpoint>, CheckpointError> {
+        (**self).load().await
+    }
+    async fn save(&self, cp: &Checkpoint) -> Result<(), CheckpointError> {
+        (**self).save(cp).await
+    }
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    async fn lost(&self) -> CheckpointError {
+        (**self).lost().await
+    }
+}
+
 /// Open the store named in `[checkpoint] dir`: `s3://bucket/prefix` or a local directory.
 pub async fn open(dir: &str) -> Result<Box<dyn CheckpointStore>, CheckpointError> {
     open_with(dir, None).await

@@ -330,6 +330,8 @@ impl Shared {
     }
 
     async fn release(&self) {
+        // From now on nothing may be committed under this lease.
+        self.lose("this process released its checkpoint lease".into());
         let key = self.url.key(LOCK);
         let Some(etag) = self.lease_etag.lock().await.take() else { return };
         let del = self.client.delete_object().bucket(&self.url.bucket).key(&key).if_match(etag).send();

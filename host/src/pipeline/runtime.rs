@@ -75,9 +75,13 @@ pub async fn run(p: &Pipeline, plan: Plan, shutdown: watch::Receiver<bool>) -> R
     let expected = w.expected();
     let (acks, requests) = w.close();
 
+    // Held until the sinks committed the last checkpoint: an S3 lease is
+    // released only then, so no commit runs after another process may own
+    // the store.
+    let store: std::sync::Arc<dyn CheckpointStore> = rec.store.into();
     let coordinator = Coordinator {
         pipeline: p.name.clone(),
-        store: rec.store,
+        store: Box::new(store.clone()),
         epoch: rec.resumed_from,
         interval: p.spec.checkpoint.interval.0,
         sources: barrier_txs,
@@ -88,7 +92,9 @@ pub async fn run(p: &Pipeline, plan: Plan, shutdown: watch::Receiver<bool>) -> R
         shutdown,
         progress: stats.progress.clone(),
     };
-    let epoch = finish(coordinator.run().await, tasks, threads).await?;
+    let epoch = finish(coordinator.run().await, tasks, threads).await;
+    drop(store);
+    let epoch = epoch?;
     Ok(RunSummary {
         pipeline: p.name.clone(),
         elapsed_ms: started.elapsed().as_millis() as u64,

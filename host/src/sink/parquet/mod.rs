@@ -110,6 +110,10 @@ pub struct ParquetSink {
     generation: String,
     /// The backend holds this generation's marker.
     marked: bool,
+    /// Random, in this sink's chunk keys: another process writing the same
+    /// generation (a former owner paused past its lease) never replaces
+    /// this one's chunks (see `naming::chunk_key`).
+    writer: String,
     /// Why a `write` or `prepare` failed; cleared by `recover`.
     failed: Option<String>,
     /// Records written to Hive's default partition (a partition column
@@ -184,6 +188,7 @@ impl ParquetSink {
             backend,
             generation: naming::new_generation(),
             marked: false,
+            writer: naming::new_writer_id(),
             failed: None,
             default_partition: 0,
             warned_default: false,
@@ -240,7 +245,7 @@ impl ParquetSink {
         let f = self.open.get_mut(&dir).expect("just opened");
         f.last_write = self.writes;
         let n = part.num_rows();
-        let held = f.hold(&self.name, layout, self.epoch, part)?;
+        let held = f.hold(&self.name, layout, self.epoch, &self.writer, part)?;
         self.held_rows += n;
         // Every encode may grow a writer, so the budget is checked after each
         // (checking only after the all-files encode missed the common case of

@@ -20,11 +20,23 @@ pub fn file_name(generation: &str, epoch: u64, n: u32, compression: Compression)
     }
 }
 
-/// The key of a file's chunk written in `epoch` (one per file and epoch: a
-/// file's writer is closed into a chunk at each checkpoint). It starts like
-/// the file's name, so it carries the generation.
-pub fn chunk_key(file_key: &str, epoch: u64) -> String {
-    format!("{file_key}.chunk-{epoch:08}")
+/// The key of a file's chunk written in `epoch` by `writer` (one per file
+/// and epoch: a file's writer is closed into a chunk at each checkpoint). It
+/// starts like the file's name, so it carries the generation; it ends with
+/// the writing sink's random id because two processes can write the same
+/// generation's files: a new owner continues the open files of the
+/// checkpoint it took over, while the former owner, paused past its lease,
+/// may still finish a chunk when it resumes. Chunks are plain objects
+/// (readable, so not fenced like commits), and without the id that late
+/// write would replace the new owner's chunk of the same epoch, which the
+/// new owner later joins into a visible file.
+pub fn chunk_key(file_key: &str, epoch: u64, writer: &str) -> String {
+    format!("{file_key}.chunk-{epoch:08}-{writer}")
+}
+
+/// A sink's writer id (see [`chunk_key`]).
+pub fn new_writer_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
 }
 
 /// The generation of a file key (`dir/part-{generation}-...`); `None` for
@@ -47,7 +59,9 @@ mod tests {
         let name = file_name(&g, 3, 7, Compression::Snappy);
         assert_eq!(name, format!("part-{g}-00000003-0007.snappy.parquet"));
         assert_eq!(generation_of(&format!("year=2016/{name}")), Some(g.as_str()));
-        assert_eq!(generation_of(&chunk_key(&format!("year=2016/{name}"), 9)), Some(g.as_str()));
+        let chunk = chunk_key(&format!("year=2016/{name}"), 9, &new_writer_id());
+        assert_eq!(generation_of(&chunk), Some(g.as_str()));
+        assert!(chunk.starts_with(&format!("year=2016/{name}.chunk-00000009-")), "{chunk}");
         assert_eq!(generation_of("part-00000001-0000.snappy.parquet"), None, "names before generations");
     }
 }

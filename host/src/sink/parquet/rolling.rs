@@ -179,6 +179,7 @@ impl OpenFile {
         sink: &str,
         layout: &Layout,
         epoch: u64,
+        writer_id: &str,
         part: RecordBatch,
     ) -> Result<usize, SinkError> {
         if self.cur.is_none() {
@@ -188,7 +189,7 @@ impl OpenFile {
                 Some(layout.props.clone()),
             )
             .map_err(|e| io(sink, format!("cannot start {}: {e}", self.key)))?;
-            let chunk_key = naming::chunk_key(&self.key, epoch);
+            let chunk_key = naming::chunk_key(&self.key, epoch, writer_id);
             self.cur = Some(Current {
                 writer,
                 staged: None,

@@ -255,7 +255,7 @@ async fn recover_without_token_removes_only_stale_staged_files() {
     // tiny memory budget makes it write one).
     let mut b = build("sinks.lake", &declared(dir.path(), "compression = \"zstd\"\nmax_buffer_bytes = 1"), Path::new(".")).unwrap();
     b.write(&arrow_batch(weather_batch(0..10_000))).await.unwrap();
-    let b_open = naming::chunk_key(&b.open.values().next().unwrap().key, 1);
+    let b_open = naming::chunk_key(&b.open.values().next().unwrap().key, 1, &b.writer);
     drop(b);
     let ga = token(&t).generation.unwrap();
     let committed = format!("part-{ga}-00000001-0000.zstd.parquet");
@@ -666,6 +666,36 @@ async fn after_a_crash_open_files_continue_and_every_row_is_kept_once() {
     assert_eq!(sizes.len(), 3, "one file per station, across the crash");
     assert_eq!(ids, all_ids(0..90_000));
     assert_eq!(files(dir.path()).len(), 3, "no chunk left: {:?}", files(dir.path()));
+}
+
+/// A former owner paused past its lease resumes and closes its epoch into
+/// chunks after the new owner (the same generation: it continues the open
+/// files of the checkpoint it took over) wrote its chunks of that epoch: the
+/// new owner's files hold its own rows only, exactly once.
+#[tokio::test]
+async fn a_former_owner_never_replaces_the_new_owners_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = declared(dir.path(), "partition_by = [\"station\"]\nmax_file_age = \"1h\"");
+    let mut old = build("sinks.lake", &s, Path::new(".")).unwrap();
+    old.recover(None).await.unwrap();
+    old.write(&arrow_batch(weather_batch(0..3_000))).await.unwrap();
+    let t1 = old.prepare(1).await.unwrap();
+    old.commit(&t1).await.unwrap();
+    let mut new = build("sinks.lake", &s, Path::new(".")).unwrap();
+    new.recover(Some(&t1)).await.unwrap();
+    new.write(&arrow_batch(weather_batch(3_000..6_000))).await.unwrap();
+    let t2 = new.prepare(2).await.unwrap();
+    assert!(token(&t2).open.iter().all(|o| o.chunks.len() == 2), "{t2}");
+    // The former owner resumes: other rows, the same files and epoch.
+    old.write(&arrow_batch(weather_batch(100_000..103_000))).await.unwrap();
+    old.prepare(2).await.unwrap();
+    new.commit(&t2).await.unwrap();
+    new.finishing();
+    let t3 = new.prepare(3).await.unwrap();
+    new.commit(&t3).await.unwrap();
+    let (ids, sizes) = visible_rows(dir.path());
+    assert_eq!(sizes.len(), 3, "one file per station");
+    assert_eq!(ids, all_ids(0..6_000), "the new owner's rows, exactly once");
 }
 
 /// Past `max_open_files` the least recently written files are finished

@@ -42,6 +42,10 @@ pub struct FileSourceSpec {
     /// KiB instead of being parsed. Default 1 MiB (Kinesis's record limit).
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: ByteSize,
+    /// Read at most this many records (lines) per second, e.g. to replay a
+    /// file as a live stream. Absent: as fast as the pipeline takes them.
+    #[serde(default)]
+    pub max_records_per_second: Option<std::num::NonZeroU64>,
 }
 
 pub const DEFAULT_INFER_ROWS: usize = 1000;

@@ -66,6 +66,19 @@ struct Reader {
 pub async fn run(spec: FileSourceSpec, mut ctx: SourceCtx) -> Result<(), SourceError> {
     let mut start = Position { path: spec.path.clone(), offset: 0, line: 0, columns: None };
     if let Some(state) = ctx.resume.take() {
+        if state.is_null() {
+            // Earlier versions recorded no position when a run resumed at the
+            // end of its input read nothing. Reading from the start again
+            // would write every record a second time.
+            return Err(SourceError::Config {
+                source_name: ctx.node.clone(),
+                message: format!(
+                    "the checkpoint holds no position for this source (written by an earlier version after a run that resumed at the end of {}); \
+                     the file was read to its end, so there is nothing to resume: move the checkpoint away only to read the whole file again (its output is then written again)",
+                    spec.path
+                ),
+            });
+        }
         match serde_json::from_value::<Position>(state) {
             Ok(p) if p.path == spec.path => {
                 info!(offset = p.offset, line = p.line, "resuming file source");
@@ -77,12 +90,18 @@ pub async fn run(spec: FileSourceSpec, mut ctx: SourceCtx) -> Result<(), SourceE
             Err(e) => warn!(error = %e, "unreadable file source position; reading from the start"),
         }
     }
+    let resumed_at = start.clone();
     let origin = Arc::new(Origin { source: ctx.name.clone(), partition: spec.path.as_str().into() });
     let reader = Reader {
         format: spec.format(),
         spec: spec.clone(),
         preferred: ctx.preferred,
-        max_records: ctx.batch.max_records.max(1),
+        // Paced: batches of a tenth of a second's records at most, so the
+        // stream flows evenly and barriers are answered between them.
+        max_records: match spec.max_records_per_second {
+            Some(rate) => ctx.batch.max_records.min((rate.get() / 10).max(1) as usize).max(1),
+            None => ctx.batch.max_records.max(1),
+        },
         max_bytes: ctx.batch.max_bytes.0 as usize,
         origin: origin.clone(),
         node: ctx.node.clone(),
@@ -103,7 +122,11 @@ pub async fn run(spec: FileSourceSpec, mut ctx: SourceCtx) -> Result<(), SourceE
         })?;
 
     emit::partitions(&ctx, vec![origin.partition.clone()], vec![]).await?;
-    let mut last: Option<Position> = None;
+    // Until the first batch the position is where this run started: a run
+    // resumed at the end of its input reads nothing, and its checkpoints
+    // must still say where that end is (a missing position would make the
+    // next run read the whole file again).
+    let mut last: Option<Position> = Some(resumed_at);
     let position = |p: &Option<Position>| serde_json::to_value(p).expect("position serialises");
     while let Some(chunk) = rx.recv().await {
         let chunk = chunk?;
@@ -250,7 +273,11 @@ impl Reader {
             what: path.into(),
             message: e.to_string(),
         };
+        let pace = self.spec.max_records_per_second.map(|rate| Pace::new(rate.get(), start.line));
         let send = |batcher: &mut RowBatcher, pos: &Position| -> bool {
+            if let Some(p) = &pace {
+                p.wait(pos.line);
+            }
             let (batch, malformed) = batcher.take();
             tx.blocking_send(Ok(Chunk { batch, malformed, pos: pos.clone() })).is_ok()
         };
@@ -346,6 +373,29 @@ impl Reader {
             }
         }
         Ok(())
+    }
+}
+
+/// `max_records_per_second`: holds a batch back until sending it keeps the
+/// records (lines) read since the start of the run within the rate.
+struct Pace {
+    rate: u64,
+    started: std::time::Instant,
+    from_line: u64,
+}
+
+impl Pace {
+    fn new(rate: u64, from_line: u64) -> Self {
+        Pace { rate, started: std::time::Instant::now(), from_line }
+    }
+
+    /// Sleeps (on the reader's own thread) until the lines before `line` are due.
+    fn wait(&self, line: u64) {
+        let due = self.started + std::time::Duration::from_secs_f64(line.saturating_sub(self.from_line) as f64 / self.rate as f64);
+        let now = std::time::Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
     }
 }
 

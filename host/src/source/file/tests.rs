@@ -269,3 +269,49 @@ fn validate_checks_declared_columns_against_the_header() {
     let e = toml::from_str::<FileSourceSpec>("path = \"x\"\ncolumns = [{ name = \"a\", type = \"int\" }]").unwrap_err();
     assert!(e.to_string().contains("unknown variant `int`"), "{e}");
 }
+
+#[tokio::test]
+async fn a_run_resumed_at_the_end_checkpoints_the_end() {
+    // Three runs over a finished file: the second reads nothing, and what it
+    // acknowledges must still be the end, or the third reads it all again.
+    let f = file(FLIGHTS, ".csv");
+    let first = read(spec(f.path(), ""), Format::Arrow, None, 100).await;
+    assert_eq!(first.seqs().len(), 3);
+    assert_eq!(first.state["line"], 4, "{}", first.state);
+    let second = read(spec(f.path(), ""), Format::Arrow, Some(first.state.clone()), 100).await;
+    assert!(second.batches.is_empty());
+    assert_eq!(second.state, first.state, "the position acknowledged by a run that read nothing");
+    let third = read(spec(f.path(), ""), Format::Arrow, Some(second.state.clone()), 100).await;
+    assert!(third.batches.is_empty(), "records read again: {:?}", third.seqs());
+    assert_eq!(third.state, first.state);
+}
+
+#[tokio::test]
+async fn a_checkpoint_without_a_position_is_an_error_not_a_second_pass() {
+    // Earlier versions wrote `null` after a run that resumed at the end.
+    let f = file(FLIGHTS, ".csv");
+    let batch = BatchSpec { max_records: 100, max_bytes: ByteSize(1 << 20), channel_capacity: 4 };
+    let mut d = SourceCtx::detached("flights", batch, Some(Value::Null));
+    let e = run(spec(f.path(), ""), d.ctx).await.unwrap_err().to_string();
+    assert!(e.contains("holds no position") && e.contains("read to its end"), "{e}");
+    assert!(d.data.try_recv().is_err(), "records were emitted");
+}
+
+#[tokio::test]
+async fn max_records_per_second_paces_the_input_and_loses_nothing() {
+    let mut text = String::from("k,v\n");
+    for i in 0..30 {
+        text.push_str(&format!("a{i},{i}\n"));
+    }
+    let f = file(&text, ".csv");
+    let started = std::time::Instant::now();
+    let out = read(spec(f.path(), "max_records_per_second = 100"), Format::Arrow, None, 4096).await;
+    let elapsed = started.elapsed();
+    let sizes: Vec<usize> = out.batches.iter().map(|b| b.len()).collect();
+    assert_eq!(sizes, [10, 10, 10], "batches of a tenth of a second's records");
+    assert_eq!(out.state["line"], 31);
+    // A lower bound only: the last batch is due after 0.3 s.
+    assert!(elapsed >= std::time::Duration::from_millis(250), "{elapsed:?}");
+    let e = toml::from_str::<FileSourceSpec>("path = \"x\"\nmax_records_per_second = 0").unwrap_err();
+    assert!(e.to_string().contains("nonzero"), "{e}");
+}

@@ -82,7 +82,8 @@ pub trait Backend: Send + Sync {
     /// or the chunk is a single PUT). `staged` lists chunks by `key` and
     /// `discard` removes them, like staged objects. `key` is unique: the
     /// sink never creates the same chunk twice except to redo an attempt
-    /// that no checkpoint names, which may replace it.
+    /// that no checkpoint names, which may replace it (and it carries the
+    /// writing process's id, so another process never replaces it).
     async fn create_chunk(&self, key: &str) -> Result<Box<dyn Staged>, BackendError>;
     /// Bytes `range` of a finished chunk (`pending` as its `finish`
     /// returned it). Idempotent (S3: a ranged GET, retried inside like any
