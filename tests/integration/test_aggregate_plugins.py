@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+import trip_stats_expect
 from sluice_e2e import PLUGINS, REPO, read_dlq
 
 STAGE = "stages.agg"
@@ -193,21 +194,6 @@ def test_generic_aggregate_matches_duckdb(kind, sluice, tmp_path, out_dir):
 
 # --- trip-stats on taxi trips ----------------------------------------------------------------------
 
-def ewma_scores(rows, alpha=0.1, min_windows=5, min_sd=1.0):
-    """anomaly_score per (vendor, window start): the plugin's baseline rule, in window order per vendor."""
-    scores, base = {}, {}
-    for vendor, ws, avg in sorted(rows, key=lambda r: (r[1], r[0])):
-        n, mean, var = base.get(vendor, (0, 0.0, 0.0))
-        scores[(vendor, ws)] = (avg - mean) / max(math.sqrt(var), min_sd) if n >= min_windows else 0.0
-        if n == 0:
-            base[vendor] = (1, avg, 0.0)
-        else:
-            diff = avg - mean
-            incr = alpha * diff
-            base[vendor] = (n + 1, mean + incr, (1 - alpha) * (var + diff * incr))
-    return scores
-
-
 def test_trip_stats_matches_duckdb_over_the_enriched_trips(sluice, tmp_path, out_dir):
     need_plugins("validate", "enrich", "trip_stats")
     csv = tmp_path / "taxi.csv"
@@ -224,38 +210,9 @@ def test_trip_stats_matches_duckdb_over_the_enriched_trips(sluice, tmp_path, out
 
     out = [json.loads(x) for x in (out_dir / "trip-stats.ndjson").read_text().splitlines()]
     assert out, "no statistics"
-    assert len({o["id"] for o in out}) == len(out)
-    con = duckdb.connect()
-    rows = con.execute(f"""
-        WITH t AS (SELECT CAST(vendorId AS VARCHAR) AS vendor, epoch_ms(pickupDate) // 10800000 * 10800000 AS ws,
-                          passengerCount, tripDuration, gcDistance, pickupLatitude, pickupLongitude,
-                          hour(pickupDate AT TIME ZONE 'UTC') AS h
-                   FROM read_parquet('{out_dir}/trips/**/*.parquet', hive_partitioning = 1)),
-             hours AS (SELECT vendor, ws, h, count(*) AS c FROM t GROUP BY ALL),
-             peak AS (SELECT vendor, ws, arg_max(h, c * 100 - h) AS peak FROM hours GROUP BY ALL)
-        SELECT vendor, ws, count(*), sum(passengerCount), sum(tripDuration), avg(tripDuration), avg(gcDistance),
-               any_value(peak.peak), avg(pickupLatitude), avg(pickupLongitude)
-        FROM t JOIN peak USING (vendor, ws) GROUP BY vendor, ws""").fetchall()
-    scores = ewma_scores([(v, ws, avg_d) for v, ws, _, _, _, avg_d, *_ in rows])
-    want = {(v, ws): (n, p, d, ad, dist, peak, lat, lon) for v, ws, n, p, d, ad, dist, peak, lat, lon in rows}
-    got = {(o["vendor_id"], epoch_ms(o["window_start"])): o for o in out}
-    assert set(got) == set(want), f"windows differ: {sorted(set(got) ^ set(want))[:6]}"
-    withheld = 0
-    for k, (n, p, d, ad, dist, peak, lat, lon) in want.items():
-        o = got[k]
-        assert epoch_ms(o["window_end"]) - k[1] == 3 * 3600_000
-        assert (o["trip_count"], o["passenger_count"], o["total_duration_s"], o["peak_pickup_hour"]) == \
-            (n, p, d, peak), f"{k}: {o}"
-        assert math.isclose(o["avg_duration_s"], ad, rel_tol=1e-12), f"{k}: {o}"
-        assert math.isclose(o["avg_distance"], dist, abs_tol=1e-6), f"{k}: {o}"  # summed in millimetres
-        assert math.isclose(o["anomaly_score"], scores[k], rel_tol=1e-9, abs_tol=1e-9), f"{k}: {o}"
-        if n < 150:
-            assert o["pickup_location"] is None, f"{k}: {n} trips but a location"
-            withheld += 1
-        else:
-            loc = o["pickup_location"]
-            assert abs(loc["lat"] - lat) <= 0.005 + 1e-9 and abs(loc["lon"] - lon) <= 0.005 + 1e-9, f"{k}: {o}"
-            assert loc == {"lat": round(loc["lat"], 2), "lon": round(loc["lon"], 2)}
+    want = trip_stats_expect.expected(duckdb.connect(), f"read_parquet('{out_dir}/trips/**/*.parquet', "
+                                      "hive_partitioning = 1)", 3 * 3600_000)
+    withheld = trip_stats_expect.assert_matches(out, want, 3 * 3600_000, location_min_trips=150)
     assert 0 < withheld < len(want), "both withheld and published locations should occur"
     assert any(o["anomaly_score"] != 0 for o in out)
     late = [e for e in read_dlq(out_dir / "dlq.ndjson") if e["code"] == "late"]

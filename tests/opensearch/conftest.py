@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sluice_e2e import SLUICE, Sluice  # noqa: E402
+from sluice_e2e import SLUICE, Sluice, datasets  # noqa: E402,F401
 from os_support import OpenSearch  # noqa: E402
 
 
