@@ -13,6 +13,7 @@ use crate::batch::{Batch, BatchData, Format, Origin};
 use crate::plugin::{host, wire, PluginEngine, PluginSpec, TransformPlugin};
 use crate::source::rows::RowBatcher;
 
+pub mod s3;
 mod trip_stats;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -213,18 +214,75 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
 /// File → validate → enrich → Parquet in a child `sluice run`, per form.
 fn end_to_end(args: &BenchArgs) -> Result<(), String> {
     let dir = tempfile_dir()?;
-    let csv = dir.join("taxi.csv");
-    let opts = crate::gen::GenOptions { rows: args.rows, seed: 42, bad_fraction: args.bad_fraction };
-    crate::gen::write_file(&opts, &csv, None).map_err(|e| e.to_string())?;
+    let csv = write_input(&dir, args.rows, args.bad_fraction)?;
     let one = dir.join("one.csv");
     crate::gen::write_file(&crate::gen::GenOptions { rows: 1, seed: 1, bad_fraction: 0.0 }, &one, None).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let plugins = std::fs::canonicalize(&args.plugins).map_err(|e| format!("{}: {e}", args.plugins.display()))?;
+    let plugins = plugins_dir(&args.plugins)?;
     for (form, v, e) in [("arrow", "validate.wasm", "enrich.wasm"), ("json", "validate_json.wasm", "enrich_json.wasm")] {
         let out = dir.join(form);
-        let toml = format!(
-            r#"[pipeline]
-name = "bench-{form}"
+        let toml = e2e_pipeline(&E2e {
+            name: &format!("bench-{form}"),
+            out: &out,
+            plugins: &plugins,
+            wasm: (v, e),
+            batch: args.batch,
+            table: &format!("{}/trips", out.display()),
+            sink_extra: "",
+        });
+        let file = dir.join(format!("{form}.toml"));
+        std::fs::write(&file, toml).map_err(|e| e.to_string())?;
+        // Start-up: a one-row input, fresh checkpoint, warm plugin cache.
+        let _ = std::fs::remove_dir_all(&out);
+        let (startup, _) = child_run(&exe, &file, &one)?;
+        let _ = std::fs::remove_dir_all(&out);
+        let (wall, rss_kib) = child_run(&exe, &file, &csv)?;
+        println!(
+            "  end to end {form:<5} file → validate → enrich → parquet: {:>10.0} rec/s  ({:.2}s, peak RSS {} MiB, start-up {} ms)",
+            rate(args.rows, wall),
+            wall.as_secs_f64(),
+            rss_kib / 1024,
+            startup.as_millis()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The generated input of the end-to-end runs: `rows` taxi trips (seed 42)
+/// as `dir/taxi.csv`.
+fn write_input(dir: &Path, rows: u64, bad_fraction: f64) -> Result<PathBuf, String> {
+    let csv = dir.join("taxi.csv");
+    let opts = crate::gen::GenOptions { rows, seed: 42, bad_fraction };
+    crate::gen::write_file(&opts, &csv, None).map_err(|e| e.to_string())?;
+    Ok(csv)
+}
+
+fn plugins_dir(p: &Path) -> Result<PathBuf, String> {
+    std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// One end-to-end pipeline: the file named by `BENCH_INPUT` → validate →
+/// enrich → a Parquet table at `table`, checkpoint and DLQ under `out`.
+struct E2e<'a> {
+    name: &'a str,
+    out: &'a Path,
+    plugins: &'a Path,
+    /// The validate and enrich plugin files.
+    wasm: (&'a str, &'a str),
+    batch: usize,
+    /// The sink's `path`: a directory or `s3://bucket/prefix`.
+    table: &'a str,
+    /// More keys of the sink, one per line.
+    sink_extra: &'a str,
+}
+
+/// The pipeline file of `p`. The interval is long so that only the last
+/// barrier commits: the figures are the data path, not checkpoint cadence.
+fn e2e_pipeline(p: &E2e) -> String {
+    format!(
+        r#"[pipeline]
+name = "{name}"
 [checkpoint]
 dir = "{out}/checkpoint"
 interval = "60s"
@@ -245,29 +303,17 @@ plugin = "{plugins}/{e}"
 [sinks.lake]
 type = "parquet"
 inputs = ["enrich"]
-path = "{out}/trips"
-"#,
-            out = out.display(),
-            batch = args.batch,
-            plugins = plugins.display()
-        );
-        let file = dir.join(format!("{form}.toml"));
-        std::fs::write(&file, toml).map_err(|e| e.to_string())?;
-        // Start-up: a one-row input, fresh checkpoint, warm plugin cache.
-        let _ = std::fs::remove_dir_all(&out);
-        let (startup, _) = child_run(&exe, &file, &one)?;
-        let _ = std::fs::remove_dir_all(&out);
-        let (wall, rss_kib) = child_run(&exe, &file, &csv)?;
-        println!(
-            "  end to end {form:<5} file → validate → enrich → parquet: {:>10.0} rec/s  ({:.2}s, peak RSS {} MiB, start-up {} ms)",
-            rate(args.rows, wall),
-            wall.as_secs_f64(),
-            rss_kib / 1024,
-            startup.as_millis()
-        );
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+path = "{table}"
+{extra}"#,
+        name = p.name,
+        out = p.out.display(),
+        batch = p.batch,
+        plugins = p.plugins.display(),
+        v = p.wasm.0,
+        e = p.wasm.1,
+        table = p.table,
+        extra = p.sink_extra,
+    )
 }
 
 fn tempfile_dir() -> Result<PathBuf, String> {

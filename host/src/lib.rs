@@ -4,7 +4,7 @@
 pub(crate) mod admin; // the loopback admin endpoint (bearer token): Prometheus /metrics, JSON /status
 pub(crate) mod aws; // the AWS SDK configuration every client starts from (default chain, region/endpoint, SDK retries off)
 pub mod batch; // the batch type that flows through pipelines: json/arrow data + per-record provenance; `Rejection`, the one record-failure type
-pub mod bench; // `sluice bench`: native vs Wasm, JSON vs Arrow, end to end
+pub mod bench; // `sluice bench`: native vs Wasm, JSON vs Arrow, end to end; `sluice bench-s3`: local vs S3 Parquet end to end
 pub mod bench_kinesis; // `sluice bench-kinesis`: Kinesis source read throughput vs a bare GetRecords loop
 pub mod bench_opensearch; // `sluice bench-opensearch`: OpenSearch sink vs a bare bulk loop, read → searchable latency
 pub mod checkpoint; // the checkpoint document and its stores (local dir; S3 with conditional writes and a lease)

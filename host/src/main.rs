@@ -82,6 +82,8 @@ enum Cmd {
     BenchKinesis(sluice::bench_kinesis::Args),
     /// Bulk docs/s of the OpenSearch sink vs a bare bulk loop, and read → searchable latency (on a local OpenSearch).
     BenchOpensearch(sluice::bench_opensearch::Args),
+    /// End-to-end records/s into a local Parquet table vs an S3 table, same input, as ratios.
+    BenchS3(sluice::bench::s3::Args),
     /// Put a CSV/NDJSON file of trips into a Kinesis stream (the seed's KPL producer, done right).
     Produce(sluice::produce::ProduceArgs),
 }
@@ -163,6 +165,7 @@ fn main() {
             Cmd::Bench(b) => sluice::bench::run(b).await,
             Cmd::BenchKinesis(a) => sluice::bench_kinesis::run(a).await,
             Cmd::BenchOpensearch(a) => sluice::bench_opensearch::run(a).await,
+            Cmd::BenchS3(a) => sluice::bench::s3::run(a).await,
             Cmd::Produce(args) => match sluice::produce::run(args).await {
                 Ok(report) => {
                     eprintln!("produce: {report}");

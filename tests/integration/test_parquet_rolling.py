@@ -5,6 +5,9 @@ checkpoints.
   interval and `max_file_bytes = "32MiB"`: each partition gets about
   bytes / 32 MiB files, every one but the last at least 32 MiB, although far
   more checkpoints happened; every row exactly once (pyarrow and DuckDB).
+- The same on the S3 backend (moto; `SLUICE_TEST_S3_ENDPOINT`), at half the
+  input and half the file size: files per partition by size, not one per
+  checkpoint, every row once, no chunk object or multipart upload left.
 - The same input killed with SIGKILL at random moments and resumed: every
   row exactly once, no staged file or chunk left, and the files still about
   32 MiB (a crash does not cut files short: the resumed run goes on writing
@@ -23,16 +26,23 @@ from pathlib import Path
 import pytest
 
 from sluice_e2e import inprogress_files, parquet_files, wait_for
+from test_s3_sink import MOTO, aws_env, download, incomplete_uploads, new_bucket, objects
 
 MIB = 1 << 20
 MAX_FILE = 32 * MIB
 PARTS = 5
 INPUT_MIB = int(os.environ.get("SLUICE_TEST_ROLLING_MIB", "200"))
+# The S3 run (moto): the local runs' shape at about half the scale (96 MiB,
+# 16 MiB files: two per partition, the first in several multipart parts), so
+# that it adds ~20 s rather than ~60 s; the env knobs restore the full size.
+S3_INPUT_MIB = int(os.environ.get("SLUICE_TEST_S3_ROLLING_MIB", "96"))
+S3_MAX_FILE = int(os.environ.get("SLUICE_TEST_S3_ROLLING_FILE_MIB", "16")) * MIB
+S3_INTERVAL = os.environ.get("SLUICE_TEST_S3_ROLLING_INTERVAL", "200ms")
 SEED = int(os.environ.get("SLUICE_TEST_KILL_SEED", str(int(time.time()))))
 
 
 def write_pipeline(path: Path, out: Path, source: Path, *, partition_by: str, extra: str = "",
-                   interval: str = "2s") -> Path:
+                   interval: str = "2s", lake: str | None = None) -> Path:
     path.write_text(f"""[pipeline]
 name = "rolling"
 
@@ -50,22 +60,20 @@ path = "{source}"
 [sinks.lake]
 type = "parquet"
 inputs = ["rows"]
-path = "{out}/lake"
+path = "{lake or f'{out}/lake'}"
 partition_by = ["{partition_by}"]
 {extra}
 """)
     return path
 
 
-@pytest.fixture(scope="module")
-def big_csv(tmp_path_factory) -> tuple[Path, int]:
-    """INPUT_MIB of CSV: id, part (0..4), and 400 hex digits of random
-    payload that no codec shrinks much. Returns the path and the row count."""
-    path = tmp_path_factory.mktemp("rolling-input") / "rows.csv"
+def write_csv(path: Path, mib: int) -> int:
+    """`mib` MiB of CSV: id, part (0..4), and 400 hex digits of random
+    payload that no codec shrinks much. Returns the row count."""
     rng = random.Random(7)
     payload_len = 200  # bytes → 400 hex digits
     row_bytes = 420
-    rows = INPUT_MIB * MIB // row_bytes
+    rows = mib * MIB // row_bytes
     block = os.urandom(payload_len * 4096).hex()
     with path.open("w") as f:
         f.write("id,part,payload\n")
@@ -77,7 +85,14 @@ def big_csv(tmp_path_factory) -> tuple[Path, int]:
                 f.write("".join(chunk))
                 chunk.clear()
         f.write("".join(chunk))
-    return path, rows
+    return rows
+
+
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory) -> tuple[Path, int]:
+    """INPUT_MIB of CSV (`write_csv`): the path and the row count."""
+    path = tmp_path_factory.mktemp("rolling-input") / "rows.csv"
+    return path, write_csv(path, INPUT_MIB)
 
 
 def read_lake(root: Path):
@@ -109,14 +124,14 @@ def files_by_partition(root: Path) -> dict[str, list[int]]:
     return out
 
 
-def assert_sizes_follow_max_file_bytes(root: Path):
+def assert_sizes_follow_max_file_bytes(root: Path, max_file: int = MAX_FILE):
     by_part = files_by_partition(root)
     assert len(by_part) == PARTS, sorted(by_part)
     for part, sizes in sorted(by_part.items()):
         total = sum(sizes)
-        expected = -(-total // MAX_FILE)  # ceil
-        small = [s for s in sizes if s < MAX_FILE]
-        assert len(small) <= 1, f"{part}: only the last file may be under 32 MiB: {sorted(sizes)}"
+        expected = -(-total // max_file)  # ceil
+        small = [s for s in sizes if s < max_file]
+        assert len(small) <= 1, f"{part}: only the last file may be under {max_file >> 20} MiB: {sorted(sizes)}"
         assert expected <= len(sizes) <= expected + 1, f"{part}: {len(sizes)} files for {total} bytes: {sorted(sizes)}"
 
 
@@ -143,6 +158,51 @@ def test_files_roll_by_size_not_by_checkpoint(sluice, big_csv, tmp_path, interva
             "that checkpoints do not roll files")
     assert_every_row_once(out / "lake", rows)
     assert not inprogress_files(out), inprogress_files(out)
+
+
+@pytest.fixture(scope="module")
+def s3_csv(request, tmp_path_factory) -> tuple[Path, int]:
+    """The S3 run's input: the local runs' file when the sizes agree."""
+    if S3_INPUT_MIB == INPUT_MIB:
+        return request.getfixturevalue("big_csv")
+    path = tmp_path_factory.mktemp("rolling-s3-input") / "rows.csv"
+    return path, write_csv(path, S3_INPUT_MIB)
+
+
+@pytest.mark.skipif(not MOTO, reason="SLUICE_TEST_S3_ENDPOINT is not set (tests/scripts/services/moto.sh)")
+def test_files_roll_by_size_not_by_checkpoint_on_s3(sluice, s3_csv, tmp_path):
+    """The same on the S3 backend (moto): chunks are objects under a hidden
+    prefix, joined into the final object when the file rolls. Read back
+    after download: files per partition by size, every row once, no chunk
+    or multipart upload left."""
+    source, rows = s3_csv
+    bucket = new_bucket(MOTO)
+    out = tmp_path / "out"
+    p = write_pipeline(tmp_path / "p.toml", out, source, partition_by="part", lake=f"s3://{bucket}/lake",
+                       extra=f'max_file_bytes = "{S3_MAX_FILE >> 20}MiB"', interval=S3_INTERVAL)
+    started = time.monotonic()
+    r = sluice.run(p, env=aws_env(MOTO))
+    took = time.monotonic() - started
+    checkpoints = r.summary["epoch"]
+    keys = objects(MOTO, bucket, "lake/")
+    assert [k for k in keys if "/.sluice/chunks/" in k] == [], "chunk objects left after the run"
+    assert incomplete_uploads(MOTO, bucket) == [], "multipart uploads left incomplete"
+    root = download(MOTO, bucket, "lake", tmp_path / "copy")
+    by_part = files_by_partition(root)
+    per_part = max(len(v) for v in by_part.values())
+    print(f"S3: {S3_INPUT_MIB} MiB, {rows} rows in {took:.1f}s, interval {S3_INTERVAL}, max_file_bytes "
+          f"{S3_MAX_FILE >> 20} MiB: {checkpoints} checkpoints, files per partition "
+          f"{sorted(len(v) for v in by_part.values())}")
+    assert_sizes_follow_max_file_bytes(root, S3_MAX_FILE)
+    assert per_part >= 2, f"one file per partition: {S3_INPUT_MIB} MiB is too little input to roll any"
+    # Every partition gets rows in every interval: rolled at checkpoints, it
+    # would have about as many files as there were checkpoints. (Not 3x as
+    # locally: on moto a checkpoint, which completes the interval's chunk
+    # uploads, takes about a second, so the run has fewer of them.)
+    assert checkpoints >= 2 * per_part, (
+        f"only {checkpoints} checkpoints for {per_part} files per partition: the run was too short to show "
+        "that checkpoints do not roll files")
+    assert_every_row_once(root, rows)
 
 
 def checkpoint_written(out: Path) -> float:
