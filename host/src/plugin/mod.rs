@@ -1,12 +1,14 @@
 //! The WebAssembly side: engine and cache, the one `bindgen!` site, the host
 //! imports and sandbox (`net`: the network allow-list), and long-lived per-stage
-//! instances (`instance`: transforms, `aggregate`: aggregators).
+//! instances (`managed`: the lifecycle both worlds share; `instance`:
+//! transforms, `aggregate`: aggregators).
 pub mod aggregate;
 pub mod bindings;
 pub mod engine;
 pub mod error;
 pub mod host;
 pub mod instance;
+pub mod managed;
 pub mod net;
 #[cfg(test)]
 pub(crate) mod testing;
