@@ -83,26 +83,16 @@ impl StageNode {
         self.stats.add_in(n);
         self.stats.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let takes = wire::from_wit_format(self.plugin.info().takes);
-        // `raw` is what the DLQ shows for a record: the record as it arrived,
-        // not the host's conversion of it (same indexes as `batch`).
-        let (batch, raw) = match crate::convert::to_format_lenient(batch.clone(), takes) {
-            Ok((converted, refused)) => {
-                // Records the conversion cannot represent go to the DLQ; the rest go on.
-                // Without the refused records, `raw` still lines up with `converted`.
-                let skip: Vec<usize> = refused.iter().map(|r| r.index).collect();
-                let letters = DeadLetter::all(&self.node, &batch, refused);
+        let (batch, raw) = match to_plugin_format(&self.node, &batch, takes, self.plugin.name()) {
+            Ok(Converted { batch: converted, raw, letters }) => {
                 self.stats.add_rejected(letters.len());
                 self.out.blocking_dead_letters(letters)?;
                 if converted.is_empty() {
                     return Ok(());
                 }
-                let raw = if skip.is_empty() { batch } else { without(&batch, skip) };
                 (converted, raw)
             }
-            Err(e) => {
-                let msg = format!("cannot convert the batch to {takes} for plugin {}: {e}", self.plugin.name());
-                return self.quarantine(&batch, "convert_error", &msg);
-            }
+            Err(msg) => return self.quarantine(&batch, "convert_error", &msg),
         };
         let started = Instant::now();
         let mut result = self.call(&batch);
@@ -194,6 +184,28 @@ impl StageNode {
 
 /// The records of `batch` except those at `skip` (increasing indexes), in
 /// the format they arrived in.
+/// A batch converted to the format a plugin takes.
+pub(super) struct Converted {
+    pub batch: Batch,
+    /// What the DLQ shows for a record: the record as it arrived, not the
+    /// host's conversion of it (same indexes as `batch`).
+    pub raw: Batch,
+    /// Records the conversion cannot represent, for the DLQ; the rest go on.
+    pub letters: Vec<DeadLetter>,
+}
+
+/// `batch` in the format `takes` for the plugin of stage `node`; `Err`: the
+/// batch as a whole cannot be converted (the caller quarantines it).
+pub(super) fn to_plugin_format(node: &str, batch: &Batch, takes: crate::batch::Format, plugin: &str) -> Result<Converted, String> {
+    let (converted, refused) = crate::convert::to_format_lenient(batch.clone(), takes)
+        .map_err(|e| format!("cannot convert the batch to {takes} for plugin {plugin}: {e}"))?;
+    // Without the refused records, `raw` still lines up with `converted`.
+    let skip: Vec<usize> = refused.iter().map(|r| r.index).collect();
+    let letters = DeadLetter::all(node, batch, refused);
+    let raw = if skip.is_empty() { batch.clone() } else { without(batch, skip) };
+    Ok(Converted { batch: converted, raw, letters })
+}
+
 pub(crate) fn without(batch: &Batch, skip: impl IntoIterator<Item = usize>) -> Batch {
     let skip: std::collections::BTreeSet<usize> = skip.into_iter().collect();
     let keep: Vec<usize> = (0..batch.len()).filter(|i| !skip.contains(i)).collect();

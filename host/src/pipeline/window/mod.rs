@@ -53,6 +53,7 @@ use super::align::{Aligner, Event};
 use super::edge::{Closed, Envelope, Outputs};
 use super::msg::{Ack, Request};
 use super::stats::NodeStats;
+use super::stage::{to_plugin_format, Converted};
 use crate::batch::{Batch, Rejection};
 use crate::config::window::{WindowKind, Windowing};
 use crate::dead_letter::DeadLetter;
@@ -218,29 +219,16 @@ impl AggregateNode {
             .batches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let takes = wire::from_wit_format(self.plugin.info().takes);
-        let (batch, raw) = match crate::convert::to_format_lenient(batch.clone(), takes) {
-            Ok((converted, refused)) => {
-                let skip: Vec<usize> = refused.iter().map(|r| r.index).collect();
-                let letters = DeadLetter::all(&self.node, &batch, refused);
+        let (batch, raw) = match to_plugin_format(&self.node, &batch, takes, self.plugin.name()) {
+            Ok(Converted { batch: converted, raw, letters }) => {
                 self.stats.add_rejected(letters.len());
                 self.out.blocking_dead_letters(letters)?;
                 if converted.is_empty() {
                     return Ok(());
                 }
-                let raw = if skip.is_empty() {
-                    batch
-                } else {
-                    super::stage::without(&batch, skip)
-                };
                 (converted, raw)
             }
-            Err(e) => {
-                let msg = format!(
-                    "cannot convert the batch to {takes} for plugin {}: {e}",
-                    self.plugin.name()
-                );
-                return Ok(self.quarantine(&batch, "convert_error", &msg)?);
-            }
+            Err(msg) => return Ok(self.quarantine(&batch, "convert_error", &msg)?),
         };
         let started = Instant::now();
         let mut result = self.try_batch(&batch);
