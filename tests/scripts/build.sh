@@ -3,7 +3,7 @@
 # missing), the plugins (their own workspace) and the release host binary.
 # With SLUICE_BUILD_TESTS=1 (the test suite) also the host's test binaries,
 # in the same cargo invocation as the host so one schedule keeps every core
-# busy. The plugins build beside the host: each build has long stretches
+# busy, and the plugin crates' native tests. The plugins build beside the host: each build has long stretches
 # where one crate holds one core.
 # Idempotent; cargo makes a second run cheap.
 set -euo pipefail
@@ -20,7 +20,15 @@ fi
 plugins_log="$(mktemp)"
 trap 'rm -f "$plugins_log"' EXIT
 log "building plugins (wasm32-wasip2, release; output shown when done)"
-(cd plugins && cargo build --release --target wasm32-wasip2) >"$plugins_log" 2>&1 &
+(
+    cd plugins
+    cargo build --release --target wasm32-wasip2
+    # The plugin crates' own tests run natively (the test suite's step 4).
+    if [[ "${SLUICE_BUILD_TESTS:-0}" == 1 ]]; then
+        cargo test --release --no-run --target "$(rustc -vV | sed -n 's/^host: //p')" \
+            -p taxi-logic -p trip-stats -p aggregate
+    fi
+) >"$plugins_log" 2>&1 &
 plugins_pid=$!
 
 host_status=0
