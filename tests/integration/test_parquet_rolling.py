@@ -42,7 +42,7 @@ SEED = int(os.environ.get("SLUICE_TEST_KILL_SEED", str(int(time.time()))))
 
 
 def write_pipeline(path: Path, out: Path, source: Path, *, partition_by: str, extra: str = "",
-                   interval: str = "2s", lake: str | None = None) -> Path:
+                   interval: str = "2s", lake: str | None = None, source_extra: str = "") -> Path:
     path.write_text(f"""[pipeline]
 name = "rolling"
 
@@ -56,6 +56,7 @@ path = "{out}/dlq.ndjson"
 [sources.rows]
 type = "file"
 path = "{source}"
+{source_extra}
 
 [sinks.lake]
 type = "parquet"
@@ -213,8 +214,13 @@ def checkpoint_written(out: Path) -> float:
 def test_kill9_while_rolling_keeps_every_row_once(sluice, big_csv, tmp_path):
     source, rows = big_csv
     out = tmp_path / "out"
+    # Paced to ~5 s of reading however fast the machine: every kill lands
+    # before the run could finish (an unpaced run on an idle machine ended
+    # between two kills).
+    pace = max(rows // 5, 1)
     p = write_pipeline(tmp_path / "p.toml", out, source, partition_by="part",
-                       extra='max_file_bytes = "32MiB"', interval="300ms")
+                       extra='max_file_bytes = "32MiB"', interval="300ms",
+                       source_extra=f"max_records_per_second = {pace}")
     rng = random.Random(SEED)
     kills, moments = 0, []
     final = None

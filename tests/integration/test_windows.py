@@ -85,9 +85,16 @@ def test_kill9_with_windows_open_then_resume_equals_an_uninterrupted_run(sluice,
     out = tmp_path / "killed"
     out.mkdir()
     env = {"SLUICE_INPUT": inp, "SLUICE_OUT": out, "SLUICE_CHECKPOINT_INTERVAL": "100ms", "SLUICE_BATCH": "200"}
+    # Paced to ~5 s of reading however fast the machine, so every kill lands
+    # before the run could finish (unpaced, an idle machine finished the
+    # input between two kills).
+    paced = tmp_path / "window-count-paced.toml"
+    text = PIPELINE.read_text()
+    assert 'type = "file"\n' in text
+    paced.write_text(text.replace('type = "file"\n', f'type = "file"\nmax_records_per_second = {max(EVENTS // 5, 1)}\n', 1))
     kills, moments, final = 0, [], None
     for attempt in range(KILLS + 10):
-        run = sluice.spawn(PIPELINE, env=env)
+        run = sluice.spawn(paced, env=env)
         if kills < KILLS:
             cp = out / "checkpoint" / "checkpoint.json"
             before = cp.stat().st_mtime_ns if cp.exists() else 0
