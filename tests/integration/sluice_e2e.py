@@ -500,6 +500,32 @@ def wait_for(pred, timeout: float, interval: float = 0.05) -> bool:
     return pred()
 
 
+def kill_after_checkpoints(sluice: "Sluice", pipeline: Path, *, checkpoint: Path, kills: int, rng, max_delay: float,
+                           env: dict | None = None, wait: float = 120, poll: float = 0.01,
+                           run_timeout: float = 300) -> tuple["Result", int, list[str]]:
+    """Runs `pipeline` again and again, each run killed with SIGKILL a random
+    moment (up to `max_delay` s) after it wrote a checkpoint (`checkpoint`
+    changed), until `kills` landed; then one run to the end, which must exit 0.
+    Returns that run's result, the kills that landed (a run may end before
+    its kill) and when each landed."""
+    landed, moments = 0, []
+    while True:
+        run = sluice.spawn(pipeline, env=env)
+        if landed < kills:
+            before = checkpoint.stat().st_mtime_ns if checkpoint.exists() else 0
+            wait_for(lambda: (checkpoint.exists() and checkpoint.stat().st_mtime_ns != before)
+                     or run.proc.poll() is not None, timeout=wait, interval=poll)
+            delay = rng.uniform(0.0, max_delay)
+            time.sleep(delay)
+            if run.kill9():
+                landed += 1
+                moments.append(f"{delay:.2f}s after a checkpoint")
+                continue
+        final = run.wait(timeout=run_timeout)
+        assert final.returncode == 0, final.describe()
+        return final, landed, moments
+
+
 # Fixtures shared by every pytest folder (each conftest imports them, which
 # registers them there); they use the folder's own `sluice_bin` fixture.
 @pytest.fixture(scope="session")

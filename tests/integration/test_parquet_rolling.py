@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from sluice_e2e import inprogress_files, parquet_files, wait_for
+from sluice_e2e import inprogress_files, kill_after_checkpoints, parquet_files
 from test_s3_sink import MOTO, aws_env, download, incomplete_uploads, new_bucket, objects
 
 MIB = 1 << 20
@@ -206,11 +206,6 @@ def test_files_roll_by_size_not_by_checkpoint_on_s3(sluice, s3_csv, tmp_path):
     assert_every_row_once(root, rows)
 
 
-def checkpoint_written(out: Path) -> float:
-    f = out / "checkpoint" / "checkpoint.json"
-    return f.stat().st_mtime if f.exists() else 0.0
-
-
 def test_kill9_while_rolling_keeps_every_row_once(sluice, big_csv, tmp_path):
     source, rows = big_csv
     out = tmp_path / "out"
@@ -222,23 +217,8 @@ def test_kill9_while_rolling_keeps_every_row_once(sluice, big_csv, tmp_path):
                        extra='max_file_bytes = "32MiB"', interval="300ms",
                        source_extra=f"max_records_per_second = {pace}")
     rng = random.Random(SEED)
-    kills, moments = 0, []
-    final = None
-    for attempt in range(12):
-        run = sluice.spawn(p)
-        if kills < 4:
-            before = checkpoint_written(out)
-            wait_for(lambda: checkpoint_written(out) != before or run.proc.poll() is not None, timeout=180,
-                     interval=0.05)
-            delay = rng.uniform(0.0, 0.6)
-            time.sleep(delay)
-            if run.kill9():
-                kills += 1
-                moments.append(f"{delay:.2f}s after a checkpoint")
-                continue
-        final = run.wait(timeout=600)
-        assert final.returncode == 0, final.describe()
-        break
+    final, kills, moments = kill_after_checkpoints(sluice, p, checkpoint=out / "checkpoint" / "checkpoint.json", kills=4,
+                                                   rng=rng, max_delay=0.6, wait=180, poll=0.05, run_timeout=600)
     ctx = f"(SLUICE_TEST_KILL_SEED={SEED}; kills: {moments})"
     print(f"killed {kills} times {ctx}")
     assert final is not None and kills >= 2, f"the run never finished or was hardly killed {ctx}"

@@ -20,7 +20,7 @@ import random
 import time
 from collections import Counter
 
-from sluice_e2e import TEST_PIPELINES, read_dlq, wait_for
+from sluice_e2e import TEST_PIPELINES, kill_after_checkpoints, read_dlq, wait_for
 
 PIPELINE = TEST_PIPELINES / "window-count.toml"
 STAGE = "stages.count"
@@ -92,23 +92,8 @@ def test_kill9_with_windows_open_then_resume_equals_an_uninterrupted_run(sluice,
     text = PIPELINE.read_text()
     assert 'type = "file"\n' in text
     paced.write_text(text.replace('type = "file"\n', f'type = "file"\nmax_records_per_second = {max(EVENTS // 5, 1)}\n', 1))
-    kills, moments, final = 0, [], None
-    for attempt in range(KILLS + 10):
-        run = sluice.spawn(paced, env=env)
-        if kills < KILLS:
-            cp = out / "checkpoint" / "checkpoint.json"
-            before = cp.stat().st_mtime_ns if cp.exists() else 0
-            wait_for(lambda: (cp.exists() and cp.stat().st_mtime_ns != before) or run.proc.poll() is not None,
-                     timeout=120, interval=0.01)
-            delay = rng.uniform(0.0, 0.3)
-            time.sleep(delay)
-            if run.kill9():
-                kills += 1
-                moments.append(f"{delay:.2f}s after a checkpoint")
-                continue
-        final = run.wait(timeout=300)
-        assert final.returncode == 0, final.describe()
-        break
+    final, kills, moments = kill_after_checkpoints(sluice, paced, env=env, checkpoint=out / "checkpoint" / "checkpoint.json",
+                                                   kills=KILLS, rng=rng, max_delay=0.3)
     ctx = f"(SLUICE_TEST_KILL_SEED={SEED}; kills: {moments})"
     assert final is not None and kills >= min(KILLS, 3), f"only {kills} kills landed; input too small? {ctx}"
     got = counts(out)

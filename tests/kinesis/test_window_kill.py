@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
 from collections import Counter
 
-from sluice_e2e import read_dlq, wait_for
+from sluice_e2e import kill_after_checkpoints, read_dlq
 from kinesis_support import AWS_ENV, ShardWriter, window_count_pipeline
 
 SHARDS = 3
@@ -56,23 +55,8 @@ def test_kill9_with_windows_open_on_kinesis_then_resume_equals_an_uninterrupted_
 
     rng = random.Random(SEED)
     out, p = run_dir("killed")
-    cp = out / "checkpoint" / "checkpoint.json"
-    kills, moments, final = 0, [], None
-    for _ in range(KILLS + 10):
-        run = sluice.spawn(p, env=AWS_ENV)
-        if kills < KILLS:
-            before = cp.stat().st_mtime_ns if cp.exists() else 0
-            wait_for(lambda: (cp.exists() and cp.stat().st_mtime_ns != before) or run.proc.poll() is not None,
-                     timeout=120, interval=0.01)
-            delay = rng.uniform(0.0, 0.3)
-            time.sleep(delay)
-            if run.kill9():
-                kills += 1
-                moments.append(f"{delay:.2f}s after a checkpoint")
-                continue
-        final = run.wait(timeout=300)
-        assert final.returncode == 0, final.describe()
-        break
+    final, kills, moments = kill_after_checkpoints(sluice, p, env=AWS_ENV, checkpoint=out / "checkpoint" / "checkpoint.json",
+                                                   kills=KILLS, rng=rng, max_delay=0.3)
     ctx = f"(SLUICE_TEST_KILL_SEED={SEED}; kills: {moments})"
     assert final is not None and kills >= 2, f"only {kills} kills landed {ctx}"
     got = counts(out)
