@@ -108,8 +108,7 @@ pub struct Batch {
 
 impl Batch {
     /// A JSON batch of `docs` from `source`, partition `p`, records numbered
-    /// from 0: the stand-in batch of unit tests.
-    #[cfg(test)]
+    /// from 0: the stand-in batch of unit tests and benchmarks.
     pub(crate) fn json_docs(source: &str, docs: &[&str]) -> Batch {
         let mut j = JsonRecords::default();
         docs.iter().for_each(|d| j.push(d.as_bytes()));

@@ -2,7 +2,8 @@
 //! (a) compiled natively and called directly, (b) as Wasm plugins through the
 //! host, each in JSON and Arrow form, and (c) end to end file → plugins →
 //! Parquet in a child `sluice run`, whose peak RSS is read with wait4, and
-//! (d) the windowed trip-statistics pipeline (`trip_stats`).
+//! (d) the windowed trip-statistics pipeline (`trip_stats`), and (e) the
+//! aggregate stage alone and the cost of its state (`aggregate`).
 //! Prints records/s and ratios; asserts nothing (speed is not a test).
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use crate::batch::{Batch, BatchData, Format, Origin};
 use crate::plugin::{host, wire, PluginEngine, PluginSpec, TransformPlugin};
 use crate::source::rows::RowBatcher;
 
+mod aggregate;
 pub mod s3;
 mod trip_stats;
 
@@ -164,8 +166,11 @@ fn bench(args: &BenchArgs) -> Result<(), String> {
         trip_stats::end_to_end(args)?;
     }
     let inp = inputs(args);
-    trip_stats::native(&inp)?;
+    let enriched = trip_stats::enriched(&inp);
+    let native = trip_stats::native(&enriched)?;
     let engine = PluginEngine::new(Some(crate::cli::default_cache_dir())).map_err(|e| e.to_string())?;
+    aggregate::trip_stats(&engine, &args.plugins, &enriched, native, args.repeat)?;
+    aggregate::million_keys(&engine, &args.plugins, args.batch, args.rows.min(1_000_000) as usize)?;
     let mut rows = Vec::new();
     for (form, files, native) in [
         ("json", ("validate_json.wasm", "enrich_json.wasm"), native_json as fn(&Inputs) -> u64),

@@ -40,3 +40,6 @@ def test_bench_smoke(sluice):
     assert re.search(r"wasm/native\s+\d+\.\d+", out), r.describe()
     assert re.search(r"end to end arrow.*rec/s", out) and re.search(r"end to end json.*rec/s", out), r.describe()
     assert "peak RSS" in out, r.describe()
+    # The aggregate stage alone and its state, with every window result out of trip-stats.
+    assert re.search(r"trip-stats \(Arrow, 1m tumbling\):\s+\d+ rec/s per core.* [1-9]\d* window results, 0 dead letters", out), r.describe()
+    assert re.search(r"10000 keys open:\s+\d+ rec/s per core; state \d+ MB per 1M keys", out), r.describe()

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use arrow::record_batch::RecordBatch;
 use taxi_logic::stats::{self, WindowStats};
 
 use super::{child_run, rate, tempfile_dir, BenchArgs, Inputs};
@@ -90,26 +91,12 @@ path = "{out}/stats.ndjson"
 /// extract + group by (minute, vendor) + accumulate, natively, over the
 /// enriched batches: what the plugin's logic costs without Wasm and without
 /// the host's window bookkeeping.
-pub(super) fn native(inp: &Inputs) -> Result<(), String> {
-    let (v, e) = (
-        taxi_logic::ValidateConfig::default(),
-        taxi_logic::EnrichConfig::default(),
-    );
-    let enriched: Vec<_> = inp
-        .arrow
-        .iter()
-        .map(|b| {
-            let BatchData::Arrow(rb) = &b.data else {
-                unreachable!()
-            };
-            let (a, _, _) = taxi_logic::columnar::validate(&v, rb);
-            taxi_logic::columnar::enrich(&e, &a).0
-        })
-        .collect();
+/// Returns records/s.
+pub(super) fn native(enriched: &[RecordBatch]) -> Result<f64, String> {
     let n: usize = enriched.iter().map(|b| b.num_rows()).sum();
     let t = Instant::now();
     let mut state: HashMap<(i64, i32), Vec<u8>> = HashMap::new();
-    for b in &enriched {
+    for b in enriched {
         let (trips, _) = stats::extract(b);
         let values: Vec<_> = trips
             .iter()
@@ -132,5 +119,24 @@ pub(super) fn native(inp: &Inputs) -> Result<(), String> {
         state.len(),
         bytes / state.len().max(1)
     );
-    Ok(())
+    Ok(rate(n as u64, d))
+}
+
+/// The Arrow input batches validated and enriched natively: the aggregate
+/// stage's input in the windowed pipeline.
+pub(super) fn enriched(inp: &Inputs) -> Vec<RecordBatch> {
+    let (v, e) = (
+        taxi_logic::ValidateConfig::default(),
+        taxi_logic::EnrichConfig::default(),
+    );
+    inp.arrow
+        .iter()
+        .map(|b| {
+            let BatchData::Arrow(rb) = &b.data else {
+                unreachable!("the Arrow inputs")
+            };
+            let (a, _, _) = taxi_logic::columnar::validate(&v, rb);
+            taxi_logic::columnar::enrich(&e, &a).0
+        })
+        .collect()
 }

@@ -19,7 +19,7 @@ use crate::plugin::PluginError;
 
 impl AggregateNode {
     /// Fire every window with `end <= up_to`.
-    pub(super) fn fire(&mut self, up_to: i64) -> Result<(), Stop> {
+    pub(crate) fn fire(&mut self, up_to: i64) -> Result<(), Stop> {
         let fired = self.store.take_through(up_to);
         if fired.is_empty() {
             return Ok(());

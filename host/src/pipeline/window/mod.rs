@@ -27,9 +27,11 @@
 //! (per-partition watermarks, idleness), `store` (open windows in firing
 //! order, byte count, binary encoding), `fire` (firing, early firing, results and their
 //! failures), `output` (ids, RFC 3339 times),
-//! `snapshot` (checkpoint state, state-version migration), `metrics`.
+//! `snapshot` (checkpoint state, state-version migration), `metrics`,
+//! `detached` (a stage driven by direct calls: tests, benchmarks).
 
 pub mod assign;
+pub mod detached;
 mod fire;
 mod metrics;
 pub mod output;
@@ -210,7 +212,7 @@ impl AggregateNode {
         }
     }
 
-    fn process(&mut self, batch: Batch) -> Result<(), Stop> {
+    pub(crate) fn process(&mut self, batch: Batch) -> Result<(), Stop> {
         let n = batch.len();
         let span = debug_span!("batch", stage = %self.node, records = n, partition = %batch.origin.partition);
         let _g = span.enter();

@@ -1,25 +1,20 @@
 //! The aggregate stage around the real count-aggregate plugin: firing,
 //! lateness, session merging, restore from a snapshot, the state bound.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
+use super::detached::{detached, Detached};
 use super::*;
 use crate::batch::Batch;
 use crate::config::window::{WindowKind, Windowing};
 use crate::dead_letter::record_bytes;
-use crate::pipeline::edge::{Edge, Envelope};
+use crate::pipeline::edge::Envelope;
 use crate::pipeline::msg::Msg;
 
-struct Harness {
-    node: AggregateNode,
-    out: mpsc::Receiver<Envelope>,
-    dlq: mpsc::Receiver<Envelope>,
-    _rt: tokio::runtime::Runtime,
-}
+type Harness = Detached;
 
 fn windowing(kind: WindowKind, lateness: i64) -> Windowing {
     Windowing {
@@ -31,10 +26,6 @@ fn windowing(kind: WindowKind, lateness: i64) -> Windowing {
 }
 
 fn harness(w: Windowing, saved: Option<&Value>) -> Harness {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let keyed = StateMap::default();
     let plugin = crate::plugin::testing::aggregate(
         "count_aggregate.wasm",
@@ -43,43 +34,9 @@ fn harness(w: Windowing, saved: Option<&Value>) -> Harness {
         keyed.clone(),
     )
     .expect("count-aggregate");
-    let (out_tx, out) = mpsc::channel(1024);
-    let (dlq_tx, dlq) = mpsc::channel(1024);
-    let (_, rx) = mpsc::channel(1);
-    let _g = rt.enter();
-    let node = spawn_prep(Prep {
-        name: "agg".into(),
-        plugin,
-        windowing: w,
-        state_memory: 1 << 30,
-        keyed,
-        saved,
-        inputs: 1,
-        rx,
-        out: Outputs {
-            edges: vec![Edge {
-                to: "sinks.out".into(),
-                input: 0,
-                tx: out_tx,
-            }],
-            dlq: Some(Edge {
-                to: "dlq".into(),
-                input: 0,
-                tx: dlq_tx,
-            }),
-        },
-        acks: mpsc::unbounded_channel().0,
-        requests: mpsc::unbounded_channel().0,
-        stats: Arc::default(),
-    })
-    .expect("node");
-    drop(_g);
-    Harness {
-        node,
-        out,
-        dlq,
-        _rt: rt,
-    }
+    let mut h = detached("agg", plugin, w, keyed, saved, 1024).expect("node");
+    h.node.state_memory = 1 << 30;
+    h
 }
 
 /// Records `(key, time)` as one batch of partition `p`.
@@ -294,74 +251,6 @@ fn the_state_bound_stops_the_stage_with_a_clear_error() {
             "{m}"
         ),
         other => panic!("expected the bound to stop the stage: {other:?}"),
-    }
-}
-
-/// The aggregate stage alone, on one thread: records/s through extract →
-/// window assignment → accumulate, the state bytes per 1M open keys, and the
-/// checkpoint cost (encode, size, restore) of that state. Prints figures;
-/// run with `cargo test --release --lib window::tests::bench -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn bench_aggregate_stage() {
-    let n: usize = std::env::var("SLUICE_BENCH_RECORDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    for keys in [1_000usize, n] {
-        let mut h = harness(windowing(WindowKind::Tumbling { size: 3_600_000 }, 0), None);
-        let batches: Vec<Batch> = (0..n)
-            .collect::<Vec<_>>()
-            .chunks(2048)
-            .map(|c| {
-                let docs: Vec<String> = c
-                    .iter()
-                    .map(|i| format!(r#"{{"k":"key{}","t":{}}}"#, i % keys, i))
-                    .collect();
-                let docs: Vec<&str> = docs.iter().map(String::as_str).collect();
-                Batch::json_docs("sources.in", &docs)
-            })
-            .collect();
-        // The plugin's `extract` alone (guest JSON parsing + lifting the
-        // keyed records), to tell plugin time from host time.
-        let t_ex = std::time::Instant::now();
-        for b in &batches {
-            let input = crate::plugin::wire::encode(&b.data).unwrap();
-            let _ = h.node.plugin.extract(&input).unwrap();
-        }
-        let extract = t_ex.elapsed();
-        let started = std::time::Instant::now();
-        for b in batches {
-            h.node.process(b).unwrap();
-        }
-        let took = started.elapsed();
-        println!(
-            "  of which extract alone: {:.0} records/s ({:.0}% of the stage's time)",
-            n as f64 / extract.as_secs_f64(),
-            100.0 * extract.as_secs_f64() / took.as_secs_f64()
-        );
-        let t0 = std::time::Instant::now();
-        let saved = snapshot::take(&h.node);
-        let encode = t0.elapsed();
-        let json = serde_json::to_vec(&saved).unwrap();
-        let t1 = std::time::Instant::now();
-        let restored = harness(
-            windowing(WindowKind::Tumbling { size: 3_600_000 }, 0),
-            Some(&saved),
-        );
-        let restore = t1.elapsed();
-        assert_eq!(restored.node.store.len(), h.node.store.len());
-        println!(
-            "aggregate stage (count-aggregate, JSON, 1 thread): {n} records, {keys} keys: {:.0} records/s; \
-             open windows {}, state {} bytes ({:.0} bytes/key); checkpoint value {} bytes, encode {:?}, restore {:?}",
-            n as f64 / took.as_secs_f64(),
-            h.node.store.len(),
-            h.node.store.bytes(),
-            h.node.store.bytes() as f64 / h.node.store.len() as f64,
-            json.len(),
-            encode,
-            restore
-        );
     }
 }
 
