@@ -8,7 +8,7 @@ pub mod bench; // `sluice bench`: native vs Wasm, JSON vs Arrow, end to end; `sl
 pub mod bench_kinesis; // `sluice bench-kinesis`: Kinesis source read throughput vs a bare GetRecords loop
 pub mod bench_opensearch; // `sluice bench-opensearch`: OpenSearch sink vs a bare bulk loop, read → searchable latency
 pub mod checkpoint; // the checkpoint document and its stores (local dir; S3 with conditional writes and a lease)
-pub mod cli; // what the subcommands do (main.rs is only the clap layer)
+pub mod cli; // what the subcommands do (host/cli, the binary, is only the clap layer)
 pub(crate) mod convert; // host-side JSON <-> Arrow batch conversion, only where neighbouring nodes disagree
 pub mod config; // pipeline TOML: interpolation, typed model, validation with file:line:key errors
 pub mod dead_letter; // a record given up on (node, code, message, provenance, bytes as it arrived), carried to the DLQ sink

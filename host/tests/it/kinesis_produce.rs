@@ -129,6 +129,15 @@ async fn csv_rows_arrive_as_json_documents() {
     assert_eq!(recs.iter().map(|r| r.key.clone().unwrap()).collect::<Vec<_>>(), vec!["id0000001", "id0000002", "id0000003"]);
 }
 
+/// The `sluice` binary of this build (another package of the workspace, so
+/// not in `CARGO_BIN_EXE_*`): beside the `deps` directory of this test.
+fn sluice_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe.parent().and_then(|d| d.parent()).expect("target dir").join("sluice");
+    assert!(bin.is_file(), "{} is missing: build it first (cargo build --release)", bin.display());
+    bin
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupt_drains_in_flight_calls_and_reports() {
     let Some(emu) = Emulator::start() else { return };
@@ -139,7 +148,7 @@ async fn interrupt_drains_in_flight_calls_and_reports() {
     write_ndjson(&file, &rows("id", 2000, 0));
     // The real binary in a child process: a SIGINT sent to this test process
     // would also reach the other tests of this file running beside it.
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let child = std::process::Command::new(sluice_binary())
         .args(["produce", "--stream", "interrupt", "--rate", "200", "--no-progress", "--region", REGION])
         .arg("--endpoint")
         .arg(&emu.endpoint)
