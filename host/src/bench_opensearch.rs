@@ -8,7 +8,10 @@
 //!     drives it: pipeline-sized batches (`--batch`) sent into the node's
 //!     bounded input channel, then the last barrier, timed until the node
 //!     acknowledged it (every document acknowledged by OpenSearch); same
-//!     bulk size and concurrency. Best of `--repeat`.
+//!     bulk size and concurrency. `--repeat` rounds of both, in alternating
+//!     order, each on a fresh index with the other's deleted (so neither
+//!     runs beside the other's segment merges); prints each round's ratio,
+//!     best vs best and the median ratio.
 //! (c) latency: batches created every `--tick` at `--rate` records/s and
 //!     sent into the sink node while a poller reads `_count` every 10 ms; a
 //!     record's latency is from its batch's creation to the first count that
@@ -48,6 +51,11 @@ pub struct Args {
     pub concurrency: usize,
     #[arg(long, default_value_t = 3)]
     pub repeat: u32,
+    /// Write the batches one after the other (each acknowledged before the
+    /// next is built), instead of through the sink node, which overlaps
+    /// them: what overlapping gains.
+    #[arg(long)]
+    pub serial: bool,
     /// Records per second in the latency run.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
@@ -109,12 +117,16 @@ fn batches(n: usize, size: usize, from: usize) -> Vec<Batch> {
         .collect()
 }
 
-async fn fresh_index(c: &OpenSearch, name: &str, refresh: &str) -> Result<(), E> {
+async fn delete_index(c: &OpenSearch, name: &str) {
     let _ = c
         .indices()
         .delete(IndicesDeleteParts::Index(&[name]))
         .send()
-        .await?;
+        .await;
+}
+
+async fn fresh_index(c: &OpenSearch, name: &str, refresh: &str) -> Result<(), E> {
+    delete_index(c, name).await;
     let body = serde_json::json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": refresh}});
     let r = c
         .indices()
@@ -258,8 +270,19 @@ impl Node {
 }
 
 async fn through_sink(a: &Args, index: &str) -> Result<f64, E> {
-    let node = Node::start(sink_for(a, index).await?);
     let input = batches(a.records, a.batch, 0);
+    if a.serial {
+        let mut s = sink_for(a, index).await?;
+        let started = Instant::now();
+        for b in &input {
+            let w = s.write(b).await?;
+            if !w.refused.is_empty() {
+                return Err(format!("refused: {:?}", w.refused[0]).into());
+            }
+        }
+        return Ok(a.records as f64 / started.elapsed().as_secs_f64());
+    }
+    let node = Node::start(sink_for(a, index).await?);
     let started = Instant::now();
     for b in input {
         if node.send(b).await.is_err() {
@@ -341,36 +364,56 @@ async fn bench(a: &Args) -> Result<(), E> {
         "sluice-bench-latency",
     );
     let (mut best_bare, mut best_sink) = (0f64, 0f64);
-    for round in 1..=a.repeat {
-        fresh_index(&c, bare_idx, &a.refresh_interval).await?;
-        let b = bare(&c, a, bare_idx).await?;
-        fresh_index(&c, sink_idx, &a.refresh_interval).await?;
-        let s = through_sink(a, sink_idx).await?;
-        eprintln!("round {round}: bare bulk loop {b:.0} docs/s, sink {s:.0} docs/s");
-        best_bare = best_bare.max(b);
-        best_sink = best_sink.max(s);
-    }
-    for idx in [bare_idx, sink_idx] {
-        let n = {
+    let mut ratios = Vec::new();
+    for round in 1..=a.repeat.max(1) {
+        // Alternate which goes first, and run each with no other bench
+        // index on the server: the previous run's segment merges would
+        // otherwise slow whichever comes second.
+        let (mut b, mut s) = (0f64, 0f64);
+        for sink_turn in [round % 2 == 0, round % 2 == 1] {
+            let (idx, other) = match sink_turn {
+                true => (sink_idx, bare_idx),
+                false => (bare_idx, sink_idx),
+            };
+            delete_index(&c, other).await;
+            fresh_index(&c, idx, &a.refresh_interval).await?;
+            match sink_turn {
+                true => s = through_sink(a, idx).await?,
+                false => b = bare(&c, a, idx).await?,
+            }
             let _ = c
                 .indices()
                 .refresh(opensearch::indices::IndicesRefreshParts::Index(&[idx]))
                 .send()
                 .await?;
-            count(&c, idx).await?
-        };
-        if n != a.records {
-            return Err(format!("{idx} holds {n} documents, expected {}", a.records).into());
+            let n = count(&c, idx).await?;
+            if n != a.records {
+                return Err(format!("{idx} holds {n} documents, expected {}", a.records).into());
+            }
         }
+        eprintln!(
+            "round {round}: bare bulk loop {b:.0} docs/s, sink {s:.0} docs/s, ratio {:.2}",
+            s / b
+        );
+        ratios.push(s / b);
+        best_bare = best_bare.max(b);
+        best_sink = best_sink.max(s);
     }
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "bulk indexing, {} docs, bulk {} x {} in flight, batches of {}: bare loop {best_bare:.0} docs/s, sink {best_sink:.0} docs/s, ratio {:.2}",
+        "bulk indexing, {} docs, bulk {} x {} in flight, batches of {}{}: bare loop {best_bare:.0} docs/s, sink {best_sink:.0} docs/s, ratio {:.2} (best vs best; median of the rounds' ratios {:.2})",
         a.records,
         a.bulk_records,
         a.concurrency,
         a.batch,
-        best_sink / best_bare
+        if a.serial { " written serially" } else { "" },
+        best_sink / best_bare,
+        ratios[ratios.len() / 2]
     );
+    // The latency run starts without the throughput runs' merges.
+    for idx in [bare_idx, sink_idx] {
+        delete_index(&c, idx).await;
+    }
     fresh_index(&c, lat_idx, &a.refresh_interval).await?;
     let (lat, achieved) = latency(&c, a, lat_idx).await?;
     let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
@@ -384,11 +427,7 @@ async fn bench(a: &Args) -> Result<(), E> {
         lat[lat.len() - 1].as_secs_f64() * 1e3
     );
     for idx in [bare_idx, sink_idx, lat_idx] {
-        let _ = c
-            .indices()
-            .delete(IndicesDeleteParts::Index(&[idx]))
-            .send()
-            .await;
+        delete_index(&c, idx).await;
     }
     Ok(())
 }
