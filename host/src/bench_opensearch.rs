@@ -4,10 +4,16 @@
 //!
 //! (a) bare loop: the `opensearch` crate's `bulk` API, bodies of
 //!     `--bulk-records` documents built in the timed section, `--concurrency`
-//!     requests in flight; (b) the sink: `write` of pipeline-sized batches
-//!     (`--batch`), same bulk size and concurrency. Best of `--repeat`.
+//!     requests in flight; (b) the sink behind a sink node, as `sluice run`
+//!     drives it: pipeline-sized batches (`--batch`) sent into the node's
+//!     bounded input channel, then the last barrier, timed until the node
+//!     acknowledged it (every document acknowledged by OpenSearch); same
+//!     bulk size and concurrency. `--repeat` rounds of both, in alternating
+//!     order, each on a fresh index with the other's deleted (so neither
+//!     runs beside the other's segment merges); prints each round's ratio,
+//!     best vs best and the median ratio.
 //! (c) latency: batches created every `--tick` at `--rate` records/s and
-//!     written by the sink while a poller reads `_count` every 10 ms; a
+//!     sent into the sink node while a poller reads `_count` every 10 ms; a
 //!     record's latency is from its batch's creation to the first count that
 //!     includes it (documents become visible at the index refresh).
 
@@ -20,8 +26,13 @@ use opensearch::indices::{IndicesCreateParts, IndicesDeleteParts};
 use opensearch::{BulkParts, CountParts, OpenSearch};
 use tokio::time::Instant;
 
+use tokio::sync::mpsc;
+
 use crate::batch::{Batch, BatchData, JsonRecords, Origin, RecordMeta};
-use crate::sink::Sink;
+use crate::pipeline::edge::{Edge, Envelope, Outputs};
+use crate::pipeline::msg::{Ack, Barrier, Msg, Request};
+use crate::pipeline::sink_node::{Commit, SinkNode};
+use crate::sink::{Sink, SinkError};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
@@ -40,6 +51,11 @@ pub struct Args {
     pub concurrency: usize,
     #[arg(long, default_value_t = 3)]
     pub repeat: u32,
+    /// Write the batches one after the other (each acknowledged before the
+    /// next is built), instead of through the sink node, which overlaps
+    /// them: what overlapping gains.
+    #[arg(long)]
+    pub serial: bool,
     /// Records per second in the latency run.
     #[arg(long, default_value_t = 10_000)]
     pub rate: u64,
@@ -101,12 +117,16 @@ fn batches(n: usize, size: usize, from: usize) -> Vec<Batch> {
         .collect()
 }
 
-async fn fresh_index(c: &OpenSearch, name: &str, refresh: &str) -> Result<(), E> {
+async fn delete_index(c: &OpenSearch, name: &str) {
     let _ = c
         .indices()
         .delete(IndicesDeleteParts::Index(&[name]))
         .send()
-        .await?;
+        .await;
+}
+
+async fn fresh_index(c: &OpenSearch, name: &str, refresh: &str) -> Result<(), E> {
+    delete_index(c, name).await;
     let body = serde_json::json!({"settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": refresh}});
     let r = c
         .indices()
@@ -162,16 +182,114 @@ async fn sink_for(a: &Args, index: &str) -> Result<crate::sink::opensearch::Open
     Ok(s)
 }
 
-async fn through_sink(a: &Args, index: &str) -> Result<f64, E> {
-    let mut s = sink_for(a, index).await?;
-    let input = batches(a.records, a.batch, 0);
-    let started = Instant::now();
-    for b in &input {
-        let w = s.write(b).await?;
-        if !w.refused.is_empty() {
-            return Err(format!("refused: {:?}", w.refused[0]).into());
+/// A sink node around the sink, on a thread of the blocking pool as in
+/// `sluice run`, fed through a bounded channel of the default capacity.
+struct Node {
+    tx: mpsc::Sender<Envelope>,
+    acks: mpsc::UnboundedReceiver<Ack>,
+    commits: mpsc::UnboundedSender<Commit>,
+    dlq: mpsc::Receiver<Envelope>,
+    _requests: mpsc::UnboundedReceiver<Request>,
+    task: tokio::task::JoinHandle<Result<(), SinkError>>,
+}
+
+impl Node {
+    fn start(sink: crate::sink::opensearch::OpenSearchSink) -> Node {
+        let (tx, rx) = mpsc::channel(crate::config::BatchSpec::default().channel_capacity);
+        let (dlq_tx, dlq) = mpsc::channel(1024);
+        let (ack_tx, acks) = mpsc::unbounded_channel();
+        let (req_tx, _requests) = mpsc::unbounded_channel();
+        let (commits, commit_rx) = mpsc::unbounded_channel();
+        let node = SinkNode {
+            node: "sinks.bench".into(),
+            sink: Box::new(sink),
+            inputs: 1,
+            rx,
+            out: Outputs {
+                edges: vec![],
+                dlq: Some(Edge {
+                    to: "dlq".into(),
+                    input: 0,
+                    tx: dlq_tx,
+                }),
+            },
+            commits: commit_rx,
+            acks: ack_tx,
+            requests: req_tx,
+            stats: Arc::default(),
+            retry: crate::retry::RetryPolicy::default(),
+        };
+        let rt = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || rt.block_on(node.run()));
+        Node {
+            tx,
+            acks,
+            commits,
+            dlq,
+            _requests,
+            task,
         }
     }
+
+    /// `Err`: the node stopped (`finish` tells why).
+    async fn send(&self, batch: Batch) -> Result<(), E> {
+        self.send_msg(Msg::Data(batch)).await
+    }
+
+    /// The last barrier, acknowledged once every document before it is;
+    /// then the commit that lets the node end.
+    async fn finish(mut self) -> Result<(), E> {
+        let last = Barrier {
+            epoch: 1,
+            last: true,
+            drained: true,
+        };
+        let sent = self.send_msg(Msg::Barrier(last)).await;
+        match (sent, self.acks.recv().await) {
+            (Ok(()), Some(ack)) => {
+                let token = ack.state.unwrap_or_default();
+                let _ = self.commits.send(Commit { epoch: 1, token });
+            }
+            _ => drop(self.commits),
+        }
+        self.task.await??;
+        while let Ok(env) = self.dlq.try_recv() {
+            if let Msg::DeadLetters(d) = env.msg {
+                return Err(format!("refused: {} {}", d[0].code, d[0].message).into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_msg(&self, msg: Msg) -> Result<(), E> {
+        self.tx
+            .send(Envelope { input: 0, msg })
+            .await
+            .map_err(|_| E::from("the sink node stopped"))
+    }
+}
+
+async fn through_sink(a: &Args, index: &str) -> Result<f64, E> {
+    let input = batches(a.records, a.batch, 0);
+    if a.serial {
+        let mut s = sink_for(a, index).await?;
+        let started = Instant::now();
+        for b in &input {
+            let w = s.write(b).await?;
+            if !w.refused.is_empty() {
+                return Err(format!("refused: {:?}", w.refused[0]).into());
+            }
+        }
+        return Ok(a.records as f64 / started.elapsed().as_secs_f64());
+    }
+    let node = Node::start(sink_for(a, index).await?);
+    let started = Instant::now();
+    for b in input {
+        if node.send(b).await.is_err() {
+            break;
+        }
+    }
+    node.finish().await?;
     Ok(a.records as f64 / started.elapsed().as_secs_f64())
 }
 
@@ -186,11 +304,10 @@ async fn count(c: &OpenSearch, index: &str) -> Result<usize, E> {
 }
 
 async fn latency(c: &OpenSearch, a: &Args, index: &str) -> Result<(Vec<Duration>, f64), E> {
-    let mut s = sink_for(a, index).await?;
+    let node = Node::start(sink_for(a, index).await?);
     let tick: Duration = *a.tick;
     let per_tick = ((a.rate as f64 * tick.as_secs_f64()) as usize).max(1);
     let total = (a.rate as f64 * a.duration.as_secs_f64()) as usize;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Instant, Batch)>(64);
     let created = Arc::new(std::sync::Mutex::new(Vec::<Instant>::with_capacity(total)));
     let cr = created.clone();
     let producer = tokio::spawn(async move {
@@ -201,21 +318,14 @@ async fn latency(c: &OpenSearch, a: &Args, index: &str) -> Result<(Vec<Duration>
             let b = batches(n, n, i).pop().expect("one batch");
             let now = Instant::now();
             cr.lock().expect("lock").extend(std::iter::repeat_n(now, n));
-            if tx.send((now, b)).await.is_err() {
+            if node.send(b).await.is_err() {
                 break;
             }
             i += n;
             next += tick;
             tokio::time::sleep_until(next).await;
         }
-    });
-    let writer = tokio::spawn(async move {
-        let mut lag = Duration::ZERO;
-        while let Some((t, b)) = rx.recv().await {
-            lag = lag.max(t.elapsed());
-            s.write(&b).await.map_err(|e| e.to_string())?;
-        }
-        Ok::<Duration, String>(lag)
+        node
     });
     let mut lat = Vec::with_capacity(total);
     let started = Instant::now();
@@ -230,14 +340,17 @@ async fn latency(c: &OpenSearch, a: &Args, index: &str) -> Result<(Vec<Duration>
         }
         drop(cr);
         if started.elapsed() > *a.duration + Duration::from_secs(60) {
+            // The node's own error says why, if it failed.
+            if producer.is_finished() {
+                producer.await?.finish().await?;
+            }
             return Err(
                 "documents did not all become searchable within a minute of the end".into(),
             );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    producer.await?;
-    writer.await?.map_err(E::from)?;
+    producer.await?.finish().await?;
     let achieved = total as f64 / started.elapsed().as_secs_f64();
     lat.sort();
     Ok((lat, achieved))
@@ -251,36 +364,56 @@ async fn bench(a: &Args) -> Result<(), E> {
         "sluice-bench-latency",
     );
     let (mut best_bare, mut best_sink) = (0f64, 0f64);
-    for round in 1..=a.repeat {
-        fresh_index(&c, bare_idx, &a.refresh_interval).await?;
-        let b = bare(&c, a, bare_idx).await?;
-        fresh_index(&c, sink_idx, &a.refresh_interval).await?;
-        let s = through_sink(a, sink_idx).await?;
-        eprintln!("round {round}: bare bulk loop {b:.0} docs/s, sink {s:.0} docs/s");
-        best_bare = best_bare.max(b);
-        best_sink = best_sink.max(s);
-    }
-    for idx in [bare_idx, sink_idx] {
-        let n = {
+    let mut ratios = Vec::new();
+    for round in 1..=a.repeat.max(1) {
+        // Alternate which goes first, and run each with no other bench
+        // index on the server: the previous run's segment merges would
+        // otherwise slow whichever comes second.
+        let (mut b, mut s) = (0f64, 0f64);
+        for sink_turn in [round % 2 == 0, round % 2 == 1] {
+            let (idx, other) = match sink_turn {
+                true => (sink_idx, bare_idx),
+                false => (bare_idx, sink_idx),
+            };
+            delete_index(&c, other).await;
+            fresh_index(&c, idx, &a.refresh_interval).await?;
+            match sink_turn {
+                true => s = through_sink(a, idx).await?,
+                false => b = bare(&c, a, idx).await?,
+            }
             let _ = c
                 .indices()
                 .refresh(opensearch::indices::IndicesRefreshParts::Index(&[idx]))
                 .send()
                 .await?;
-            count(&c, idx).await?
-        };
-        if n != a.records {
-            return Err(format!("{idx} holds {n} documents, expected {}", a.records).into());
+            let n = count(&c, idx).await?;
+            if n != a.records {
+                return Err(format!("{idx} holds {n} documents, expected {}", a.records).into());
+            }
         }
+        eprintln!(
+            "round {round}: bare bulk loop {b:.0} docs/s, sink {s:.0} docs/s, ratio {:.2}",
+            s / b
+        );
+        ratios.push(s / b);
+        best_bare = best_bare.max(b);
+        best_sink = best_sink.max(s);
     }
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "bulk indexing, {} docs, bulk {} x {} in flight, batches of {}: bare loop {best_bare:.0} docs/s, sink {best_sink:.0} docs/s, ratio {:.2}",
+        "bulk indexing, {} docs, bulk {} x {} in flight, batches of {}{}: bare loop {best_bare:.0} docs/s, sink {best_sink:.0} docs/s, ratio {:.2} (best vs best; median of the rounds' ratios {:.2})",
         a.records,
         a.bulk_records,
         a.concurrency,
         a.batch,
-        best_sink / best_bare
+        if a.serial { " written serially" } else { "" },
+        best_sink / best_bare,
+        ratios[ratios.len() / 2]
     );
+    // The latency run starts without the throughput runs' merges.
+    for idx in [bare_idx, sink_idx] {
+        delete_index(&c, idx).await;
+    }
     fresh_index(&c, lat_idx, &a.refresh_interval).await?;
     let (lat, achieved) = latency(&c, a, lat_idx).await?;
     let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
@@ -294,11 +427,7 @@ async fn bench(a: &Args) -> Result<(), E> {
         lat[lat.len() - 1].as_secs_f64() * 1e3
     );
     for idx in [bare_idx, sink_idx, lat_idx] {
-        let _ = c
-            .indices()
-            .delete(IndicesDeleteParts::Index(&[idx]))
-            .send()
-            .await;
+        delete_index(&c, idx).await;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 pub mod align;
 pub mod coordinator;
 pub mod edge;
+mod inflight;
 pub mod msg;
 pub mod plan;
 pub mod preflight;

@@ -5,6 +5,14 @@
 //! `write` and `prepare` are called once: a failure stops the run (the next
 //! one recovers from the last checkpoint), because a half-done call cannot be
 //! repeated safely. Only `commit`, idempotent by contract, is retried.
+//!
+//! A sink that offers detached writes (`Sink::write_detached`) gets its next
+//! batch while earlier ones are still being written (`inflight`: at most a
+//! few batches). Their outcomes are handled in batch order, as they complete
+//! and in any case before `prepare` at a barrier and before the node ends: a
+//! barrier (and so a checkpoint) never passes a write that has not
+//! completed, and the refusals of the batches before a barrier reach the DLQ
+//! ahead of that barrier, as with `write`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -15,12 +23,13 @@ use tracing::{debug_span, error, warn, Instrument};
 
 use super::align::{Aligner, Event};
 use super::edge::{Envelope, Outputs};
+use super::inflight::{InFlight, Pending};
 use super::msg::{Ack, Request};
 use super::stats::NodeStats;
 use crate::batch::{Batch, Rejection};
 use crate::dead_letter::DeadLetter;
 use crate::retry::RetryPolicy;
-use crate::sink::{dlq, Sink, SinkError};
+use crate::sink::{dlq, Sink, SinkError, Written};
 
 /// "The checkpoint of `epoch` is durable: make its output visible."
 #[derive(Debug, Clone)]
@@ -51,6 +60,7 @@ impl SinkNode {
             let mut events = Vec::new();
             let mut asked = false;
             let mut last_epoch: Option<u64> = None;
+            let mut inflight = InFlight::default();
             loop {
                 tokio::select! {
                     // Commits first: they only make already-durable output visible.
@@ -62,19 +72,23 @@ impl SinkNode {
                             return Ok(());
                         }
                     }
+                    // A detached write completed: its refusals go to the DLQ now.
+                    done = inflight.next(&self.node), if !inflight.is_empty() => {
+                        self.completed(done).await?;
+                    }
                     env = self.rx.recv(), if last_epoch.is_none() => {
-                        let Some(env) = env else { return Ok(()) };
+                        let Some(env) = env else { return self.drain(&mut inflight).await };
                         aligner.offer(env, &mut events);
                         for ev in events.drain(..) {
                             match ev {
                                 Event::DeadLetters(letters) => {
                                     // Only the DLQ sink has DLQ edges coming in.
                                     if let Some(batch) = dlq::encode(&letters) {
-                                        self.write(batch).await?;
+                                        self.write(batch, &mut inflight).await?;
                                     }
                                 }
                                 Event::Data(batch, _) => {
-                                    self.write(batch).await?;
+                                    self.write(batch, &mut inflight).await?;
                                     if !asked {
                                         if let Some(reason) = self.sink.wants_checkpoint() {
                                             asked = true;
@@ -84,6 +98,9 @@ impl SinkNode {
                                 }
                                 Event::Partitions(_) => {}
                                 Event::Barrier(b) => {
+                                    // The barrier covers every batch before it: their writes
+                                    // complete (and their refusals reach the DLQ) first.
+                                    self.drain(&mut inflight).await?;
                                     if b.last {
                                         self.sink.finishing();
                                     }
@@ -110,7 +127,7 @@ impl SinkNode {
         .await
     }
 
-    async fn write(&mut self, batch: Batch) -> Result<(), SinkError> {
+    async fn write(&mut self, batch: Batch, inflight: &mut InFlight) -> Result<(), SinkError> {
         let n = batch.len();
         let span = debug_span!("batch", records = n, partition = %batch.origin.partition);
         self.stats.add_in(n);
@@ -145,20 +162,40 @@ impl SinkNode {
         if target.is_empty() {
             return Ok(());
         }
+        let written = target.len();
+        if let Some(write) = span.in_scope(|| self.sink.write_detached(target)) {
+            drop(converted);
+            // Bounded: with the most batches in flight, the oldest completes first.
+            if inflight.is_full() {
+                let done = inflight.next(&self.node).await;
+                self.completed(done).await?;
+            }
+            inflight.push(Pending { batch, kept, written }, Box::pin(write.instrument(span)));
+            self.stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+            return Ok(());
+        }
         // Once: a failed write may have appended part of the batch.
-        let written = match self.sink.write(target).instrument(span).await {
+        let outcome = self.sink.write(target).instrument(span).await;
+        self.stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        drop(converted);
+        self.completed((Pending { batch, kept, written }, outcome)).await
+    }
+
+    /// Handles a write's outcome: counts, refusals to the DLQ (mapped back
+    /// to the batch as it arrived), or a halt.
+    async fn completed(&mut self, (p, outcome): (Pending, Result<Written, SinkError>)) -> Result<(), SinkError> {
+        let written = match outcome {
             Ok(w) => w,
             Err(e) => return Err(self.halt("write", e)),
         };
-        self.stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         self.stats.add_out(written.accepted);
         let mut refused = Vec::with_capacity(written.refused.len());
         for r in written.refused {
-            let index = match (&kept, r.index < target.len()) {
+            let index = match (&p.kept, r.index < p.written) {
                 (_, false) => {
                     let e = SinkError::Io {
                         sink: self.node.clone(),
-                        message: format!("refused record {} of a batch of {} (a bug in the sink)", r.index, target.len()),
+                        message: format!("refused record {} of a batch of {} (a bug in the sink)", r.index, p.written),
                         retryable: false,
                     };
                     return Err(self.halt("write", e));
@@ -168,7 +205,18 @@ impl SinkNode {
             };
             refused.push(Rejection { index, ..r });
         }
-        self.refuse(&batch, refused).await
+        self.refuse(&p.batch, refused).await
+    }
+
+    /// Waits for every detached write and handles their outcomes in order.
+    async fn drain(&mut self, inflight: &mut InFlight) -> Result<(), SinkError> {
+        let started = Instant::now();
+        while !inflight.is_empty() {
+            let done = inflight.next(&self.node).await;
+            self.completed(done).await?;
+        }
+        self.stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        Ok(())
     }
 
     /// A `write` or `prepare` failed: report it and stop (see `sink` docs: such

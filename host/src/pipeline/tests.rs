@@ -1,7 +1,7 @@
 //! Runtime tests with a stand-in sink: barrier alignment over several
 //! inputs, failing sink calls (not retried, the run stops), commit retries,
-//! DLQ entries after a partial format conversion, and the exit path after
-//! the last checkpoint.
+//! DLQ entries after a partial format conversion, detached writes drained
+//! before a barrier, and the exit path after the last checkpoint.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::coordinator::Coordinator;
 use super::edge::{Edge, Envelope, Outputs};
@@ -18,7 +18,7 @@ use super::sink_node::{Commit, SinkNode};
 use super::stats::{NodeStats, Progress};
 use crate::batch::{Batch, BatchData, Format};
 use crate::retry::RetryPolicy;
-use crate::sink::{Sink, SinkError, Written};
+use crate::sink::{Detached, Sink, SinkError, Written};
 use crate::batch::Rejection;
 
 /// What the stand-in sink does; `log` records every call in order.
@@ -104,7 +104,7 @@ struct Harness {
     node: tokio::task::JoinHandle<Result<(), SinkError>>,
 }
 
-fn node(sink: StandIn, inputs: usize) -> Harness {
+fn node(sink: impl Sink + 'static, inputs: usize) -> Harness {
     let (tx, rx) = mpsc::channel(64);
     let (dlq_tx, dlq) = mpsc::channel(64);
     let (ack_tx, acks) = mpsc::unbounded_channel();
@@ -295,4 +295,108 @@ async fn a_failed_commit_of_the_last_checkpoint_fails_the_run() {
     assert_eq!(result.as_ref().ok(), Some(&1), "the last checkpoint is written");
     let e = super::runtime::finish(result, tasks, Vec::new()).await.unwrap_err().to_string();
     assert!(e.contains("epoch 1") && e.contains("rename failed") && e.contains("run the pipeline again"), "{e}");
+}
+
+/// A sink whose writes are detached and complete only when the test says
+/// so: each `write_detached` hands the test a gate; `true` completes the
+/// write refusing the batch's first record, `false` fails it.
+struct Deferred {
+    log: Arc<Mutex<Vec<String>>>,
+    gates: mpsc::UnboundedSender<oneshot::Sender<bool>>,
+}
+
+#[async_trait]
+impl Sink for Deferred {
+    fn takes(&self) -> Format {
+        Format::Json
+    }
+    async fn write(&mut self, _: &Batch) -> Result<Written, SinkError> {
+        unreachable!("the node uses write_detached when a sink offers it")
+    }
+    fn write_detached(&mut self, batch: &Batch) -> Option<Detached> {
+        let t = tags(batch).join(" ");
+        self.log.lock().unwrap().push(format!("start {t}"));
+        let (gate, opened) = oneshot::channel();
+        self.gates.send(gate).unwrap();
+        let (log, n) = (self.log.clone(), batch.len());
+        Some(Box::pin(async move {
+            let ok = opened.await.unwrap_or(false);
+            log.lock().unwrap().push(format!("done {t}"));
+            match ok {
+                true => Ok(Written { accepted: n - 1, refused: vec![Rejection::new(0, "opensearch_rejected", "mapping")] }),
+                false => Err(io("bulk request refused", false)),
+            }
+        }))
+    }
+    async fn prepare(&mut self, epoch: u64) -> Result<Value, SinkError> {
+        self.log.lock().unwrap().push(format!("prepare {epoch}"));
+        Ok(json!(null))
+    }
+    async fn commit(&mut self, _: &Value) -> Result<(), SinkError> {
+        Ok(())
+    }
+    async fn recover(&mut self, _: Option<&Value>) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+fn deferred() -> (Harness, Arc<Mutex<Vec<String>>>, mpsc::UnboundedReceiver<oneshot::Sender<bool>>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (gates, opened) = mpsc::unbounded_channel();
+    (node(Deferred { log: log.clone(), gates }, 1), log, opened)
+}
+
+/// Detached writes overlap, but a barrier waits for them: `prepare` and the
+/// acknowledgement come only after every write before the barrier
+/// completed, and their refusals reach the DLQ ahead of the barrier, in
+/// batch order even when a later write completes first.
+#[tokio::test]
+async fn detached_writes_complete_before_the_barrier_passes() {
+    let (mut h, log, mut gates) = deferred();
+    h.data(0, &["a1", "a2"]).await;
+    h.data(0, &["b1", "b2"]).await;
+    h.barrier(0, 1, false).await;
+    let (a, b) = (gates.recv().await.unwrap(), gates.recv().await.unwrap());
+    // Both writes started before either completed: they overlap.
+    assert_eq!(*log.lock().unwrap(), ["start a1 a2", "start b1 b2"]);
+    // Give a node that would not wait every chance to pass the barrier.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(h.acks.try_recv().is_err(), "acknowledged a barrier before its writes completed");
+    b.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(h.acks.try_recv().is_err(), "acknowledged a barrier before its writes completed");
+    a.send(true).unwrap();
+    let ack = h.acks.recv().await.unwrap();
+    assert_eq!(ack.epoch, 1);
+    assert_eq!(*log.lock().unwrap(), ["start a1 a2", "start b1 b2", "done b1 b2", "done a1 a2", "prepare 1"]);
+    let mut seen = Vec::new();
+    while let Ok(env) = h.dlq.try_recv() {
+        match env.msg {
+            Msg::DeadLetters(d) => seen.extend(d.iter().map(|l| String::from_utf8_lossy(&l.record).into_owned())),
+            Msg::Barrier(b) => seen.push(format!("barrier {}", b.epoch)),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["a1", "b1", "barrier 1"]);
+    let (r, _) = h.end().await;
+    r.unwrap();
+}
+
+/// A detached write that fails stops the node as a failed `write` does:
+/// no acknowledgement, a failure report, and the writes after it dropped.
+#[tokio::test]
+async fn a_failed_detached_write_stops_the_run() {
+    let (mut h, log, mut gates) = deferred();
+    h.data(0, &["a1"]).await;
+    h.data(0, &["b1"]).await;
+    h.barrier(0, 1, false).await;
+    let a = gates.recv().await.unwrap();
+    let _b = gates.recv().await.unwrap();
+    a.send(false).unwrap();
+    let r = (&mut h.node).await.unwrap();
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("bulk request refused") && e.contains("not retried"), "{e}");
+    assert!(h.acks.try_recv().is_err(), "no acknowledgement after a failed write");
+    assert!(matches!(h.requests.try_recv(), Ok(Request::Failed { .. })));
+    assert!(!log.lock().unwrap().iter().any(|l| l.starts_with("prepare")));
 }

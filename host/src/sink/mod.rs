@@ -35,6 +35,17 @@
 //! - `commit` is idempotent by contract (it runs again on recovery); the node
 //!   retries it on errors marked `retryable`.
 //!
+//! Overlapping writes. A sink that writes to a service (OpenSearch) may
+//! offer `write_detached`: the batch's write as a future that borrows nothing
+//! from the sink, so the node can take the next batch while it runs (the
+//! service never idles between batches). The contract is the same as
+//! `write`'s — called once per batch, a failure stops the run — and the node
+//! keeps it: it handles the outcomes in batch order and drains every
+//! detached write before `prepare`, so a token (and the checkpoint holding
+//! it) never covers a write that has not completed. Whatever bounds the
+//! sink's own concurrency (requests in flight) must hold across the
+//! detached writes together, not per batch.
+//!
 //! Errors say what failed, on which file or object, and what to do.
 
 pub mod dlq;
@@ -75,6 +86,9 @@ pub struct Written {
     pub refused: Vec<Rejection>,
 }
 
+/// A batch's write running on its own (see [`Sink::write_detached`]).
+pub type Detached = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Written, SinkError>> + Send + 'static>>;
+
 /// See [`Sink::open_files`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OpenFiles {
@@ -90,6 +104,16 @@ pub trait Sink: Send {
     fn takes(&self) -> Format;
     /// Called once per batch; a failure stops the run (never retried).
     async fn write(&mut self, batch: &Batch) -> Result<Written, SinkError>;
+    /// Instead of `write`, for sinks whose writes may overlap (see the
+    /// module docs): does the batch's CPU work now (the node calls it on its
+    /// own thread) and returns the rest — the waiting on a service — as a
+    /// future the node runs beside the following batches. `None` (the
+    /// default): the sink has only `write`. The same contract as `write`:
+    /// called once per batch, a failure stops the run; refusals index into
+    /// `batch`.
+    fn write_detached(&mut self, _batch: &Batch) -> Option<Detached> {
+        None
+    }
     /// Durable, invisible; returns the commit token for `epoch`. Called once
     /// per epoch; a failure stops the run (never retried).
     async fn prepare(&mut self, epoch: u64) -> Result<serde_json::Value, SinkError>;

@@ -36,6 +36,7 @@ impl ConnectionPool for RoundRobin {
     }
 }
 
+#[derive(Clone)]
 pub struct Client {
     transport: Transport,
     endpoints: String,

@@ -3,16 +3,24 @@
 //!
 //! Exactly-once in effect without a transaction: every document has a
 //! deterministic `_id` (`ids`), so a record replayed after a crash
-//! overwrites itself. `write` sends its batch (split into bulk requests of
-//! `bulk_max_records` / `bulk_max_bytes`, `concurrency` at a time) and
-//! returns only when every item is acknowledged or refused (`bulk`): the
-//! records of a batch are searchable after the index's refresh (the
-//! shipped templates' 250 ms; OpenSearch's default 1 s) whatever the
-//! checkpoint interval, and `prepare` has nothing left to wait for. Nothing
-//! is held back for a fuller bulk: latency is the round trip plus the
-//! refresh, never a linger of ours. `commit` and `recover` have nothing to
-//! do: a checkpoint never covers an unacknowledged record because the
-//! barrier after a batch reaches the sink only once `write` returned.
+//! overwrites itself. A batch is split into bulk requests of
+//! `bulk_max_records` / `bulk_max_bytes`, and its write completes only when
+//! every item is acknowledged or refused (`bulk`): the records of a batch
+//! are searchable after the index's refresh (the shipped templates' 250 ms;
+//! OpenSearch's default 1 s) whatever the checkpoint interval. Nothing is
+//! held back for a fuller bulk: latency is the round trip plus the refresh,
+//! never a linger of ours.
+//!
+//! Writes are detached (`Sink::write_detached`): the bodies are built on the
+//! node's thread, the requests are sent by a future that owns a clone of
+//! the client, so the node builds the next batch's bodies while this one's
+//! requests are in flight and the cluster never idles between batches. One
+//! semaphore of `concurrency` permits, shared by every batch, bounds the
+//! bulk requests in flight (a request keeps its permit through its
+//! retries), so the configured bound holds however many batches overlap.
+//! The node drains every detached write before `prepare`, so a checkpoint
+//! never covers an unacknowledged record; `prepare` itself, `commit` and
+//! `recover` have nothing to do.
 //!
 //! Modules: `config` (keys, checks), `client` (transport, auth, TLS, probe),
 //! `bulk` (requests, per-item results, retries), `ids`, `index` (index name
@@ -25,16 +33,19 @@ pub mod ids;
 pub mod index;
 pub mod template;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
 use async_trait::async_trait;
-use futures::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
+use tokio::sync::Semaphore;
 use tracing::info;
 
 use self::bulk::Chunk;
 use self::client::Client;
 use self::config::OpenSearchSinkSpec;
 use self::index::IndexPattern;
-use super::{Sink, SinkError, Written};
+use super::{Detached, Sink, SinkError, Written};
 use crate::batch::{Batch, BatchData, Format, Rejection};
 use crate::retry::RetryPolicy;
 
@@ -45,9 +56,12 @@ pub struct OpenSearchSink {
     /// Built in `recover` (SigV4 credentials load asynchronously).
     client: Option<Client>,
     policy: RetryPolicy,
-    indexed: u64,
-    /// A `write` failed: the run stops; no later call may pretend otherwise.
-    broken: Option<String>,
+    /// Bulk requests in flight, across every batch being written.
+    slots: Arc<Semaphore>,
+    /// Documents acknowledged (detached writes add to it).
+    indexed: Arc<AtomicU64>,
+    /// A write failed: the run stops; no later call may pretend otherwise.
+    broken: Arc<Mutex<Option<String>>>,
 }
 
 pub fn build(name: &str, spec: &OpenSearchSinkSpec) -> Result<OpenSearchSink, SinkError> {
@@ -60,20 +74,65 @@ pub fn build(name: &str, spec: &OpenSearchSinkSpec) -> Result<OpenSearchSink, Si
         name: name.into(),
         index: IndexPattern::parse(&spec.index).expect("checked"),
         policy: RetryPolicy::forever(std::time::Duration::from_millis(100), spec.max_backoff.0),
+        slots: Arc::new(Semaphore::new(spec.concurrency.max(1))),
         spec: spec.clone(),
         client: None,
-        indexed: 0,
-        broken: None,
+        indexed: Arc::default(),
+        broken: Arc::default(),
     })
 }
 
 impl OpenSearchSink {
     fn err(&self, message: String) -> SinkError {
-        SinkError::Io {
-            sink: self.name.clone(),
-            message,
-            retryable: false,
+        err(&self.name, message)
+    }
+
+    fn broken(&self) -> Option<String> {
+        self.broken.lock().expect("not poisoned").clone()
+    }
+
+    /// `batch`'s bulk requests, built now, and the future that sends them.
+    fn start(&mut self, batch: &Batch) -> Detached {
+        if let Some(b) = self.broken() {
+            let e = self.err(format!(
+                "an earlier write failed ({b}); the run must restart from the last checkpoint"
+            ));
+            return Box::pin(std::future::ready(Err(e)));
         }
+        let Some(client) = self.client.clone() else {
+            let e = self.err("write before recover (a bug in the runtime)".into());
+            return Box::pin(std::future::ready(Err(e)));
+        };
+        let (chunks, mut refused) = self.chunks(batch);
+        let sent: usize = chunks.iter().map(Chunk::len).sum();
+        let (policy, slots) = (self.policy, self.slots.clone());
+        let (name, indexed, broken) =
+            (self.name.clone(), self.indexed.clone(), self.broken.clone());
+        Box::pin(async move {
+            // Every request of the batch queues for a permit at once (the
+            // semaphore is fair), ahead of the next batch's.
+            let requests = chunks.into_iter().map(|c| {
+                let (client, slots) = (&client, &slots);
+                async move {
+                    let _permit = slots.acquire().await.expect("never closed");
+                    bulk::send(client, c, &policy).await
+                }
+            });
+            match futures::future::try_join_all(requests).await {
+                Ok(r) => {
+                    let server_refused: usize = r.iter().map(Vec::len).sum();
+                    refused.extend(r.into_iter().flatten());
+                    refused.sort_by_key(|r| r.index);
+                    let accepted = sent - server_refused;
+                    indexed.fetch_add(accepted as u64, Relaxed);
+                    Ok(Written { accepted, refused })
+                }
+                Err(m) => {
+                    *broken.lock().expect("not poisoned") = Some(m.clone());
+                    Err(err(&name, m))
+                }
+            }
+        })
     }
 
     /// The bulk requests for `batch`, and the records refused before sending
@@ -170,13 +229,22 @@ impl OpenSearchSink {
     }
 }
 
-/// Records per bulk request for a batch of `n`: at most `max`, and the
-/// batch split into a multiple of `concurrency` equal requests, so that the
-/// requests in flight finish together (a batch of 2048 with `max` 1000 and 2
-/// in flight: 4 × 512, not 1000 + 1000 and then 48 alone).
+fn err(sink: &str, message: String) -> SinkError {
+    SinkError::Io {
+        sink: sink.into(),
+        message,
+        retryable: false,
+    }
+}
+
+/// Records per bulk request for a batch of `n`: the batch split into equal
+/// requests of at most `max` (2048 with `max` 1000: 3 × 683, not 1000 +
+/// 1000 and then 48 alone), and into `concurrency` of them at least, so a
+/// batch that arrives alone uses every slot (1000 with 2 in flight: 2 ×
+/// 500). Not more: every request costs the cluster a translog fsync, and
+/// the slots stay busy anyway while batches overlap.
 fn balanced(n: usize, max: usize, concurrency: usize) -> usize {
-    let requests = n.div_ceil(max.max(1)).max(1);
-    let requests = requests.div_ceil(concurrency.max(1)) * concurrency.max(1);
+    let requests = n.div_ceil(max.max(1)).max(concurrency.max(1));
     n.div_ceil(requests).clamp(1, max.max(1))
 }
 
@@ -187,45 +255,21 @@ impl Sink for OpenSearchSink {
     }
 
     async fn write(&mut self, batch: &Batch) -> Result<Written, SinkError> {
-        if let Some(b) = &self.broken {
-            return Err(self.err(format!(
-                "an earlier write failed ({b}); the run must restart from the last checkpoint"
-            )));
-        }
-        let Some(client) = &self.client else {
-            return Err(self.err("write before recover (a bug in the runtime)".into()));
-        };
-        let (chunks, mut refused) = self.chunks(batch);
-        let sent: usize = chunks.iter().map(Chunk::len).sum();
-        let policy = self.policy;
-        let results: Result<Vec<Vec<Rejection>>, String> =
-            stream::iter(chunks.into_iter().map(|c| bulk::send(client, c, &policy)))
-                .buffer_unordered(self.spec.concurrency)
-                .try_collect()
-                .await;
-        match results {
-            Ok(r) => {
-                let server_refused: usize = r.iter().map(Vec::len).sum();
-                refused.extend(r.into_iter().flatten());
-                refused.sort_by_key(|r| r.index);
-                let accepted = sent - server_refused;
-                self.indexed += accepted as u64;
-                Ok(Written { accepted, refused })
-            }
-            Err(m) => {
-                self.broken = Some(m.clone());
-                Err(self.err(m))
-            }
-        }
+        self.start(batch).await
+    }
+
+    fn write_detached(&mut self, batch: &Batch) -> Option<Detached> {
+        Some(self.start(batch))
     }
 
     async fn prepare(&mut self, _epoch: u64) -> Result<Value, SinkError> {
-        if let Some(b) = &self.broken {
+        if let Some(b) = self.broken() {
             return Err(self.err(format!("an earlier write failed ({b})")));
         }
-        // `write` returned only after every item was acknowledged: nothing
-        // is pending. The token is informational.
-        Ok(serde_json::json!({ "indexed": self.indexed }))
+        // The node drained every write before this call (each completes
+        // only when all its items are acknowledged): nothing is pending.
+        // The token is informational.
+        Ok(serde_json::json!({ "indexed": self.indexed.load(Relaxed) }))
     }
 
     async fn commit(&mut self, _token: &Value) -> Result<(), SinkError> {
@@ -260,9 +304,10 @@ impl Sink for OpenSearchSink {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn batches_are_split_into_equal_requests_per_slot() {
+    fn batches_are_split_into_equal_requests_one_per_slot_at_least() {
         use super::balanced;
-        assert_eq!(balanced(2048, 1000, 2), 512);
+        assert_eq!(balanced(2048, 1000, 2), 683);
+        assert_eq!(balanced(4096, 1000, 2), 820);
         assert_eq!(balanced(1000, 1000, 2), 500);
         assert_eq!(balanced(10, 1000, 2), 5);
         assert_eq!(balanced(1, 1000, 4), 1);
