@@ -251,11 +251,16 @@ def test_taxi_to_s3_exactly_once_and_seed_queries(endpoint, dataset, sluice, tmp
 def test_kill9_during_uploads_loses_and_duplicates_nothing(dataset, sluice, tmp_path):
     bucket = new_bucket(MOTO)
     env = run_env(MOTO, bucket, dataset, tmp_path, SLUICE_CHECKPOINT_INTERVAL="300ms")
+    # Paced to about 5 s of reading, so the kills land mid-run however fast
+    # the machine is (unpaced, an idle machine finished before the first kill).
+    paced = tmp_path / "taxi-s3-paced.toml"
+    paced.write_text(PIPELINE.read_text().replace(
+        "infer_rows = 0", f"infer_rows = 0\nmax_records_per_second = {max(ROWS // 5, 1)}", 1))
     rnd = random.Random(5)
     kills = 0
     runs = []
     for _ in range(4):
-        run = sluice.spawn(PIPELINE, env=env)
+        run = sluice.spawn(paced, env=env)
         # Random moments once a checkpoint exists and uploads are under way
         # (a run killed before its first checkpoint starts a new generation,
         # and leaves the old one's uploads to the rule for marked generations).
@@ -274,7 +279,7 @@ def test_kill9_during_uploads_loses_and_duplicates_nothing(dataset, sluice, tmp_
     # end and reads nothing, and the third must resume there too (not read
     # everything again).
     for _ in range(3):
-        runs.append(sluice.run(PIPELINE, env=env, check=False))
+        runs.append(sluice.run(paced, env=env, check=False))
         assert runs[-1].returncode == 0, runs[-1].describe()
     assert_table(MOTO, bucket, dataset, tmp_path, runs=runs)
 
