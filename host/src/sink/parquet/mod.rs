@@ -250,7 +250,9 @@ impl ParquetSink {
         // Every encode may grow a writer, so the budget is checked after each
         // (checking only after the all-files encode missed the common case of
         // a few hundred partitions each reaching COALESCE_ROWS on its own).
-        if held >= COALESCE_ROWS {
+        // Near `max_file_bytes` the held rows are encoded early, so the file
+        // rolls within one part of the limit, not one COALESCE_ROWS later.
+        if held >= COALESCE_ROWS || f.projected_size() >= self.spec.max_file_bytes.0 {
             self.held_rows -= held;
             rolling::encode_held(&self.name, self.backend.as_ref(), f).await?;
             if f.size() >= self.spec.max_file_bytes.0 {

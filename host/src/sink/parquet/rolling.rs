@@ -169,6 +169,24 @@ impl OpenFile {
         self.data_bytes + cur
     }
 
+    /// `size` plus the held parts at the current writer's bytes per row:
+    /// tells when encoding the held rows would take the file past a limit,
+    /// so a file is checked before it overshoots by up to `COALESCE_ROWS`
+    /// rows (which, without a checkpoint in between, made a 16 MiB limit
+    /// give 19 MiB files). Before the writer has encoded a row it is `size`.
+    pub fn projected_size(&self) -> u64 {
+        let size = self.size();
+        let Some(c) = self.cur.as_ref() else {
+            return size;
+        };
+        let encoded_rows = c.rows.saturating_sub(c.held_rows as u64);
+        if encoded_rows == 0 {
+            return size;
+        }
+        let cur = (c.writer.bytes_written() + c.writer.in_progress_size()) as u64;
+        size + cur * c.held_rows as u64 / encoded_rows
+    }
+
     pub fn age_ms(&self) -> u64 {
         now_ms().saturating_sub(self.opened_ms)
     }
