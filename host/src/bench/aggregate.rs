@@ -15,6 +15,7 @@ use serde_json::json;
 use super::rate;
 use crate::batch::{Batch, BatchData, Origin, RecordMeta};
 use crate::config::window::{WindowKind, Windowing};
+use crate::pipeline::edge::Envelope;
 use crate::pipeline::msg::Msg;
 use crate::pipeline::window::detached::{detached, Detached};
 use crate::pipeline::window::snapshot;
@@ -57,31 +58,22 @@ fn count(m: &Msg) -> u64 {
     }
 }
 
-/// Reads and counts what the stage sends, so its blocking sends never wait.
-fn drain(d: &mut Detached) -> std::thread::JoinHandle<(u64, u64)> {
-    let (mut out, mut dlq) = (std::mem::replace(&mut d.out, tokio::sync::mpsc::channel(1).1), std::mem::replace(&mut d.dlq, tokio::sync::mpsc::channel(1).1));
-    std::thread::spawn(move || {
-        let (mut results, mut letters) = (0u64, 0u64);
-        let mut open = (true, true);
-        while open.0 || open.1 {
-            if open.0 {
-                match out.try_recv() {
-                    Ok(e) => results += count(&e.msg),
-                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => open.0 = false,
-                    Err(_) => {}
-                }
+/// Reads and counts what the stage sends, so its blocking sends never
+/// wait: (results, dead letters), once the stage is dropped.
+fn drain(d: &mut Detached) -> impl FnOnce() -> (u64, u64) {
+    let counter = |mut rx: tokio::sync::mpsc::Receiver<Envelope>| {
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while let Some(e) = rx.blocking_recv() {
+                n += count(&e.msg);
             }
-            if open.1 {
-                match dlq.try_recv() {
-                    Ok(e) => letters += count(&e.msg),
-                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => open.1 = false,
-                    Err(_) => {}
-                }
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        (results, letters)
-    })
+            n
+        })
+    };
+    let closed = || tokio::sync::mpsc::channel(1).1;
+    let out = counter(std::mem::replace(&mut d.out, closed()));
+    let dlq = counter(std::mem::replace(&mut d.dlq, closed()));
+    move || (out.join().unwrap_or(0), dlq.join().unwrap_or(0))
 }
 
 /// Every batch through the stage, then the end of input (every window
@@ -98,7 +90,7 @@ fn run(mut d: Detached, batches: Vec<Batch>) -> Result<(u64, Duration, Duration,
     let (cpu, wall) = (thread_cpu() - cpu, wall.elapsed());
     drop(_g);
     drop(d);
-    let (results, letters) = drainer.join().map_err(|_| "the drain thread panicked")?;
+    let (results, letters) = drainer();
     Ok((n, cpu, wall, results, letters))
 }
 
@@ -212,7 +204,7 @@ pub(super) fn million_keys(engine: &PluginEngine, dir: &Path, batch: usize, keys
     }
     drop(back);
     drop(d);
-    let _ = drainer.join();
+    drainer();
     println!(
         "  aggregate stage alone, generic aggregate (JSON, count+sum), {n} keys open: {:>10.0} rec/s per core; state {:.0} MB per 1M keys ({:.0} B/key); checkpoint value {:.0} MB, encode {:.2}s, restore {:.2}s",
         rate(n as u64, cpu),

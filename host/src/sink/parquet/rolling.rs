@@ -119,6 +119,14 @@ fn backend_err(sink: &str, e: super::backend::BackendError) -> SinkError {
     }
 }
 
+impl Current {
+    /// What the writer wrote and holds encoded (its in-progress row group
+    /// estimated); held parts are not in it.
+    fn encoded_bytes(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+    }
+}
+
 impl OpenFile {
     pub fn new(key: String) -> Self {
         OpenFile {
@@ -163,10 +171,7 @@ impl OpenFile {
     /// plus what the current writer wrote and holds encoded (held parts, at
     /// most `COALESCE_ROWS` rows, are left out).
     pub fn size(&self) -> u64 {
-        let cur = self.cur.as_ref().map_or(0, |c| {
-            (c.writer.bytes_written() + c.writer.in_progress_size()) as u64
-        });
-        self.data_bytes + cur
+        self.data_bytes + self.cur.as_ref().map_or(0, Current::encoded_bytes)
     }
 
     /// `size` plus the held parts at the current writer's bytes per row:
@@ -183,8 +188,7 @@ impl OpenFile {
         if encoded_rows == 0 {
             return size;
         }
-        let cur = (c.writer.bytes_written() + c.writer.in_progress_size()) as u64;
-        size + cur * c.held_rows as u64 / encoded_rows
+        size + c.encoded_bytes() * c.held_rows as u64 / encoded_rows
     }
 
     pub fn age_ms(&self) -> u64 {
