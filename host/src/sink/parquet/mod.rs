@@ -255,6 +255,12 @@ impl ParquetSink {
         if held >= COALESCE_ROWS || f.projected_size() >= self.spec.max_file_bytes.0 {
             self.held_rows -= held;
             rolling::encode_held(&self.name, self.backend.as_ref(), f).await?;
+            // The in-progress row group is an estimate (it can exceed what
+            // it compresses to): close it before deciding, so a rolled file
+            // is never under the limit it rolled at.
+            if f.size() >= self.spec.max_file_bytes.0 {
+                rolling::flush(&self.name, self.backend.as_ref(), f).await?;
+            }
             if f.size() >= self.spec.max_file_bytes.0 {
                 self.roll(vec![dir]).await?;
             }
