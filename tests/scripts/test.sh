@@ -11,9 +11,9 @@
 #      binaries, installing the wasm target if missing;
 #   3. wait for the services;
 #   4. `cargo test --release --workspace` (host unit + integration tests) and
-#      the shared rules crate (taxi-logic), natively, in the background;
-#   5. meanwhile `pytest tests/integration` (the binary end to end), plus any
-#      other tests/*/ folder with test_*.py files; then the cargo test logs.
+#      the shared rules crate (taxi-logic), natively;
+#   5. `pytest tests/integration` (the binary end to end), plus any other
+#      tests/*/ folder with test_*.py files.
 # Ends with one `total: N passed, N failed, N skipped` line; exits non-zero on
 # any failure, including a build failure or a runner that ran nothing.
 #
@@ -141,44 +141,28 @@ count_cargo() {
     counted=$((p + f))
 }
 
-# Runs one cargo test command into $WORK/<name>.log (and <name>.rc).
 run_cargo_test() {
     local name=$1; shift
     local logf="$WORK/$name.log"
     log "$name: $* ($(elapsed)s)"
-    "$@" >"$logf" 2>&1
-    echo $? >"$WORK/$name.rc"
-}
-
-# Shows one cargo test log and adds it up.
-report_cargo_test() {
-    local name=$1 logf="$WORK/$1.log"
-    cat "$logf"
+    "$@" 2>&1 | tee "$logf"
+    local rc=${PIPESTATUS[0]}
     count_cargo "$logf"
-    if [[ "$(cat "$WORK/$name.rc" 2>/dev/null)" != 0 ]]; then
+    if ((rc != 0)); then
         step_failed "$name"
     elif ((counted == 0)); then
         echo "note: $name ran no test"
     fi
 }
 
-# The cargo tests run beside pytest, niced: pytest mostly waits on servers
-# and child processes, so the two overlap instead of adding up. Their logs
-# are shown after pytest.
-cargo_pid=""
 if [[ "${SKIP_CARGO_TEST:-0}" != 1 ]]; then
-    rm -f "$WORK"/cargo-test-*.rc
-    (
-        run_cargo_test cargo-test-host nice -n 10 cargo test --release --workspace --no-fail-fast
-        # The shared rules crate and the aggregate plugins' logic live in the
-        # plugin workspace (which defaults to wasm32-wasip2): test them natively there.
-        host_triple="$(rustc -vV | sed -n 's/^host: //p')"
-        run_cargo_test cargo-test-taxi-logic \
-            nice -n 10 cargo test --release --no-fail-fast --manifest-path plugins/Cargo.toml --target "$host_triple" \
-            -p taxi-logic -p trip-stats -p aggregate
-        log "cargo tests done ($(elapsed)s)"
-    ) &
-    cargo_pid=$!
+    run_cargo_test cargo-test-host cargo test --release --workspace --no-fail-fast
+    # The shared rules crate and the aggregate plugins' logic live in the
+    # plugin workspace (which defaults to wasm32-wasip2): test them natively there.
+    host_triple="$(rustc -vV | sed -n 's/^host: //p')"
+    run_cargo_test cargo-test-taxi-logic \
+        cargo test --release --no-fail-fast --manifest-path plugins/Cargo.toml --target "$host_triple" \
+        -p taxi-logic -p trip-stats -p aggregate
 fi
 
 # --- 5. pytest --------------------------------------------------------------
@@ -211,12 +195,6 @@ PY
     fi
     # 5 = no test collected: a suite that ran nothing is a failure here.
     if ((rc != 0)); then step_failed pytest; fi
-fi
-
-if [[ -n "$cargo_pid" ]]; then
-    wait "$cargo_pid"
-    report_cargo_test cargo-test-host
-    report_cargo_test cargo-test-taxi-logic
 fi
 
 finish
