@@ -122,6 +122,12 @@ def test_a_higher_state_version_migrates_the_checkpointed_windows(sluice, tmp_pa
     v0 = json.loads(cp.read_text())["nodes"][STAGE]
     assert v0["state_version"] == 0 and v0["open_windows"] > 0
 
+    # The checkpoint was written through contract 0.1.0 (count_aggregate is
+    # built with export_aggregate_0_1!) and is migrated through 0.2.0.
+    for plugin, contract in (("count_aggregate", "0.1.0"), ("count_aggregate_v2", "0.2.0")):
+        r = sluice.validate(PIPELINE, env={**env, "SLUICE_COUNT_PLUGIN": plugin})
+        assert r.returncode == 0 and f"contract {contract}" in r.stdout, r.describe()
+
     # A failing migration: non-zero exit, the reason, the checkpoint untouched.
     before = cp.read_bytes()
     r = sluice.run(PIPELINE, env={**env, "SLUICE_COUNT_PLUGIN": "count_aggregate_v2", "SLUICE_FAIL_MIGRATE": "true"},

@@ -158,11 +158,11 @@ run_cargo_test() {
 if [[ "${SKIP_CARGO_TEST:-0}" != 1 ]]; then
     run_cargo_test cargo-test-host cargo test --release --workspace --no-fail-fast
     # The shared rules crate and the aggregate plugins' logic live in the
-    # plugin workspace (which defaults to wasm32-wasip2): test them natively there.
+    # plugin workspace (which defaults to wasm32-wasip2), like the SDK: test them natively there.
     host_triple="$(rustc -vV | sed -n 's/^host: //p')"
     run_cargo_test cargo-test-taxi-logic \
         cargo test --release --no-fail-fast --manifest-path plugins/Cargo.toml --target "$host_triple" \
-        -p taxi-logic -p trip-stats -p aggregate
+        -p taxi-logic -p trip-stats -p aggregate -p sluice-plugin-sdk
 fi
 
 # --- 5. pytest --------------------------------------------------------------

@@ -197,10 +197,14 @@ pub fn describe(p: &Pipeline, plan: &Plan) -> String {
             st.emits,
             p.spec.stages[name].inputs.join(", ")
         );
-        if let StagePlugin::Aggregate { windowing: w, state_memory, .. } = &st.plugin {
+        if let StagePlugin::Aggregate { plugin, windowing: w, state_memory } = &st.plugin {
             s += &format!(
-                "          window {:?}, allowed lateness {}ms, idle timeout {:?}, state-version {}, state_memory {state_memory} bytes\n",
-                w.kind, w.allowed_lateness, w.idle_timeout, info.state_version
+                "          window {:?}, allowed lateness {}ms, idle timeout {:?}, state-version {}, state_memory {state_memory} bytes, contract {}\n",
+                w.kind,
+                w.allowed_lateness,
+                w.idle_timeout,
+                info.state_version,
+                plugin.contract_version()
             );
         }
     }

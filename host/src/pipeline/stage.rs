@@ -2,6 +2,7 @@
 //! Plugin calls are synchronous CPU work, so they get a thread rather than
 //! blocking a tokio worker; channels give backpressure in both directions.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -182,30 +183,35 @@ impl StageNode {
     }
 }
 
-/// The records of `batch` except those at `skip` (increasing indexes), in
-/// the format they arrived in.
-/// A batch converted to the format a plugin takes.
-pub(super) struct Converted {
-    pub batch: Batch,
+/// A batch converted to the format a plugin takes; borrowed as it is when
+/// it already is in that format (the common case: no copy of the records'
+/// metadata per batch).
+pub(super) struct Converted<'a> {
+    pub batch: Cow<'a, Batch>,
     /// What the DLQ shows for a record: the record as it arrived, not the
     /// host's conversion of it (same indexes as `batch`).
-    pub raw: Batch,
+    pub raw: Cow<'a, Batch>,
     /// Records the conversion cannot represent, for the DLQ; the rest go on.
     pub letters: Vec<DeadLetter>,
 }
 
 /// `batch` in the format `takes` for the plugin of stage `node`; `Err`: the
 /// batch as a whole cannot be converted (the caller quarantines it).
-pub(super) fn to_plugin_format(node: &str, batch: &Batch, takes: crate::batch::Format, plugin: &str) -> Result<Converted, String> {
+pub(super) fn to_plugin_format<'a>(node: &str, batch: &'a Batch, takes: crate::batch::Format, plugin: &str) -> Result<Converted<'a>, String> {
+    if batch.format() == takes {
+        return Ok(Converted { batch: Cow::Borrowed(batch), raw: Cow::Borrowed(batch), letters: Vec::new() });
+    }
     let (converted, refused) = crate::convert::to_format_lenient(batch.clone(), takes)
         .map_err(|e| format!("cannot convert the batch to {takes} for plugin {plugin}: {e}"))?;
     // Without the refused records, `raw` still lines up with `converted`.
     let skip: Vec<usize> = refused.iter().map(|r| r.index).collect();
     let letters = DeadLetter::all(node, batch, refused);
-    let raw = if skip.is_empty() { batch.clone() } else { without(batch, skip) };
-    Ok(Converted { batch: converted, raw, letters })
+    let raw = if skip.is_empty() { Cow::Borrowed(batch) } else { Cow::Owned(without(batch, skip)) };
+    Ok(Converted { batch: Cow::Owned(converted), raw, letters })
 }
 
+/// The records of `batch` except those at `skip` (increasing indexes), in
+/// the format they arrived in.
 pub(crate) fn without(batch: &Batch, skip: impl IntoIterator<Item = usize>) -> Batch {
     let skip: std::collections::BTreeSet<usize> = skip.into_iter().collect();
     let keep: Vec<usize> = (0..batch.len()).filter(|i| !skip.contains(i)).collect();

@@ -88,6 +88,10 @@ impl<W: World> Managed<W> {
         &self.plugin
     }
 
+    pub(super) fn pre(&self) -> &W::Pre {
+        &self.pre
+    }
+
     pub fn stage(&self) -> &str {
         &self.stage
     }

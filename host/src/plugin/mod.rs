@@ -1,9 +1,11 @@
 //! The WebAssembly side: engine and cache, the one `bindgen!` site, the host
 //! imports and sandbox (`net`: the network allow-list), and long-lived per-stage
 //! instances (`managed`: the lifecycle both worlds share; `instance`:
-//! transforms, `aggregate`: aggregators).
+//! transforms, `aggregate`: aggregators of either contract version;
+//! `columns`: the columnar values aggregate stages work with).
 pub mod aggregate;
 pub mod bindings;
+pub mod columns;
 pub mod engine;
 pub mod error;
 pub mod host;

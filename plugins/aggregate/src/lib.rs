@@ -27,7 +27,7 @@ pub mod record;
 
 use sluice_plugin_sdk::{
     error, export_aggregate, info, state, Aggregate, Batch, Config, Extracted, Format, Group,
-    Keyed, Rejection, Window,
+    Window,
 };
 
 use acc::Acc;
@@ -63,43 +63,31 @@ impl Aggregate for Aggregator {
         Ok(Self { plan })
     }
 
-    fn extract(&mut self, input: Batch) -> Result<Extracted, String> {
-        let mut records = Vec::with_capacity(input.json_len());
-        let mut rejected = Vec::new();
+    fn extract(&mut self, input: Batch, out: &mut Extracted) -> Result<(), String> {
         for (i, doc) in input.json_records()? {
             match record::extract(&self.plan, doc) {
-                Ok(e) => records.push(Keyed {
-                    index: i,
-                    key: e.key,
-                    event_time_ms: e.time_ms,
-                    value: e.value,
-                }),
-                Err((code, message)) => rejected.push(Rejection::new(i, code, message)),
+                Ok(e) => out.push(i, &e.key, e.time_ms, &e.value),
+                Err((code, message)) => out.reject(i, code, message),
             }
         }
-        Ok(Extracted { records, rejected })
+        Ok(())
     }
 
-    fn accumulate(&mut self, groups: Vec<Group>) -> Result<Vec<Vec<u8>>, String> {
+    fn accumulate(&mut self, g: Group<'_>) -> Result<Vec<u8>, String> {
         let fields = self.plan.numeric.len();
-        groups
-            .iter()
-            .map(|g| {
-                let mut acc = match &g.state {
-                    Some(s) => Acc::decode(s, fields)?,
-                    None => Acc::new(fields),
-                };
-                for v in &g.values {
-                    acc.add(v)?;
-                }
-                Ok(acc.encode())
-            })
-            .collect()
+        let mut acc = match g.state {
+            Some(s) => Acc::decode(s, fields)?,
+            None => Acc::new(fields),
+        };
+        for v in g.values {
+            acc.add(v)?;
+        }
+        Ok(acc.encode())
     }
 
-    fn finish(&mut self, window: Window, key: Vec<u8>, state: Vec<u8>) -> Option<Vec<u8>> {
-        let doc = Acc::decode(&state, self.plan.numeric.len())
-            .and_then(|acc| output::document(&self.plan, &key, &acc));
+    fn finish(&mut self, window: Window, key: &[u8], state: &[u8]) -> Option<Vec<u8>> {
+        let doc = Acc::decode(state, self.plan.numeric.len())
+            .and_then(|acc| output::document(&self.plan, key, &acc));
         match doc {
             Ok(d) => Some(d),
             Err(e) => {
@@ -107,7 +95,7 @@ impl Aggregate for Aggregator {
                     "window [{}, {}) group {}: {e}",
                     window.start_ms,
                     window.end_ms,
-                    String::from_utf8_lossy(&key)
+                    String::from_utf8_lossy(key)
                 );
                 None
             }
@@ -121,6 +109,7 @@ export_aggregate!(Aggregator);
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+    use sluice_plugin_sdk::Blobs;
     use std::collections::BTreeMap;
 
     /// The host's part, for one tumbling window size: group by (window, key), accumulate per batch, finish.
@@ -128,37 +117,30 @@ mod tests {
         let mut p = Aggregator::init(Config::new(cfg.to_owned())).unwrap();
         let mut states: BTreeMap<(i64, Vec<u8>), Vec<u8>> = BTreeMap::new();
         for docs in batches {
-            let x = p
-                .extract(Batch::from_json_docs(docs.iter().map(|d| d.as_bytes())))
+            let mut x = Extracted::new();
+            p.extract(Batch::from_json_docs(docs.iter().map(|d| d.as_bytes())), &mut x)
                 .unwrap();
-            let mut groups: BTreeMap<(i64, Vec<u8>), Vec<Vec<u8>>> = BTreeMap::new();
-            for k in x.records {
+            let mut groups: BTreeMap<(i64, Vec<u8>), Blobs> = BTreeMap::new();
+            for k in x.records() {
                 groups
-                    .entry((k.event_time_ms.div_euclid(size) * size, k.key))
+                    .entry((k.event_time_ms.div_euclid(size) * size, k.key.to_vec()))
                     .or_default()
                     .push(k.value);
             }
-            let (ids, gs): (Vec<_>, Vec<_>) = groups
-                .into_iter()
-                .map(|((w, key), values)| {
-                    let window = Window {
-                        start_ms: w,
-                        end_ms: w + size,
-                    };
-                    let state = states.get(&(w, key.clone())).cloned();
-                    (
-                        (w, key.clone()),
-                        Group {
-                            window,
-                            key,
-                            state,
-                            values,
-                        },
-                    )
-                })
-                .unzip();
-            for (id, s) in ids.into_iter().zip(p.accumulate(gs).unwrap()) {
-                states.insert(id, s);
+            for ((w, key), values) in groups {
+                let window = Window {
+                    start_ms: w,
+                    end_ms: w + size,
+                };
+                let state = states.get(&(w, key.clone())).cloned();
+                let g = Group {
+                    window,
+                    key: &key,
+                    state: state.as_deref(),
+                    values: values.iter(),
+                };
+                let s = p.accumulate(g).unwrap();
+                states.insert((w, key), s);
             }
         }
         states
@@ -170,8 +152,8 @@ mod tests {
                             start_ms: w,
                             end_ms: w + size,
                         },
-                        key,
-                        s,
+                        &key,
+                        &s,
                     )
                     .unwrap();
                 (w, serde_json::from_slice(&d).unwrap())

@@ -8,11 +8,12 @@
 //! config says `fail_migrate = true` (tests of upgrades use both). It also
 //! numbers the windows it finished (`finished`), kept in the stage's keyed
 //! state: the aggregator world's `state` import at work.
+//!
+//! The plain build exports contract 0.1.0 (`export_aggregate_0_1!`), the
+//! `v2` build 0.2.0: tests of the host's support for both come with it.
 
 use serde::Deserialize;
-use sluice_plugin_sdk::{
-    export_aggregate, Aggregate, Batch, Config, Extracted, Format, Group, Keyed, Rejection, Window,
-};
+use sluice_plugin_sdk::{Aggregate, Batch, Config, Extracted, Format, Group, Window};
 
 #[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -75,43 +76,33 @@ impl Aggregate for Count {
         Ok(Self { cfg: config.parse()? })
     }
 
-    fn extract(&mut self, input: Batch) -> Result<Extracted, String> {
-        let mut records = Vec::new();
-        let mut rejected = Vec::new();
+    fn extract(&mut self, input: Batch, out: &mut Extracted) -> Result<(), String> {
         for (i, v) in input.parse_records::<serde_json::Value>()? {
             let v = match v {
                 Ok(v) => v,
                 Err(e) => {
-                    rejected.push(Rejection::new(i, "malformed", e));
+                    out.reject(i, "malformed", e);
                     continue;
                 }
             };
             match (v.get(&self.cfg.key), v.get(&self.cfg.time).and_then(|t| t.as_i64())) {
-                (Some(k), Some(t)) => records.push(Keyed {
-                    index: i,
-                    key: k.to_string().into_bytes(),
-                    event_time_ms: t,
-                    value: Vec::new(),
-                }),
-                _ => rejected.push(Rejection::new(i, "missing_field", format!("need {} and {}", self.cfg.key, self.cfg.time))),
+                (Some(k), Some(t)) => out.push(i, k.to_string().as_bytes(), t, &[]),
+                _ => out.reject(i, "missing_field", format!("need {} and {}", self.cfg.key, self.cfg.time)),
             }
         }
-        Ok(Extracted { records, rejected })
+        Ok(())
     }
 
-    fn accumulate(&mut self, groups: Vec<Group>) -> Result<Vec<Vec<u8>>, String> {
-        Ok(groups
-            .iter()
-            .map(|g| encode(count(g.state.as_deref()) + g.values.len() as u64))
-            .collect())
+    fn accumulate(&mut self, g: Group<'_>) -> Result<Vec<u8>, String> {
+        Ok(encode(count(g.state) + g.values.len() as u64))
     }
 
-    fn finish(&mut self, window: Window, key: Vec<u8>, state: Vec<u8>) -> Option<Vec<u8>> {
+    fn finish(&mut self, window: Window, key: &[u8], state: &[u8]) -> Option<Vec<u8>> {
         let doc = serde_json::json!({
             "windowStartMs": window.start_ms,
             "windowEndMs": window.end_ms,
-            "key": String::from_utf8_lossy(&key),
-            "count": count(Some(&state)),
+            "key": String::from_utf8_lossy(key),
+            "count": count(Some(state)),
         });
         #[cfg(feature = "v2")]
         let doc = {
@@ -142,4 +133,10 @@ impl Aggregate for Count {
     }
 }
 
-export_aggregate!(Count);
+// Version 0 is built against contract 0.1.0 and `v2` against 0.2.0: the
+// upgrade tests then also cover a checkpoint written through one contract
+// and migrated through the other, and the host's support for 0.1.0.
+#[cfg(not(feature = "v2"))]
+sluice_plugin_sdk::export_aggregate_0_1!(Count);
+#[cfg(feature = "v2")]
+sluice_plugin_sdk::export_aggregate!(Count);

@@ -20,7 +20,8 @@
 //!
 //! Module map:
 //! - [`transform`] — the `Transform` trait and `export_transform!`
-//! - [`aggregate`] — the `Aggregate` trait and `export_aggregate!`
+//! - [`aggregate`] — the `Aggregate` trait, `export_aggregate!` (contract 0.2.0)
+//!   and `export_aggregate_0_1!`
 //! - [`batch`]     — reading JSON batches, building JSON output (`JsonOutput`)
 //! - [`arrow`]     — (feature `arrow`) Arrow IPC ⇄ `RecordBatch`
 //! - [`config`]    — the stage config (`Config::parse` with serde)
@@ -43,16 +44,14 @@ pub mod log;
 pub mod state;
 pub mod transform;
 
-pub use aggregate::Aggregate;
+pub use aggregate::{Aggregate, Blobs, Extracted, Group, Keyed, Values};
 pub use batch::{JsonOutput, JsonRecords};
 pub use config::Config;
 pub use log::Level;
 pub use transform::Transform;
 
-/// The WIT types, shared by both worlds.
-pub use bindings::transformer::sluice::plugin::types::{
-    Batch, Extracted, Format, Group, Info, Keyed, Rejection, Transformed, Window,
-};
+/// The WIT types (contract 0.1.0), shared by every world.
+pub use bindings::transformer::sluice::plugin::types::{Batch, Format, Info, Rejection, Transformed, Window};
 
 #[doc(hidden)]
 pub use wit_bindgen as __wit_bindgen;

@@ -13,7 +13,7 @@
 
 use sluice_plugin_sdk::{
     error, export_aggregate, info, state, Aggregate, Batch, Config, Extracted, Format, Group,
-    Keyed, Rejection, Window,
+    Window,
 };
 use taxi_logic::stats::{self, Baseline, StatsConfig, WindowStats};
 
@@ -37,72 +37,55 @@ impl Aggregate for TripStats {
         Ok(Self { cfg })
     }
 
-    fn extract(&mut self, input: Batch) -> Result<Extracted, String> {
+    fn extract(&mut self, input: Batch, out: &mut Extracted) -> Result<(), String> {
         let batch = input.into_record_batch()?;
         let (trips, rejected) = stats::extract(&batch);
+        *out = Extracted::with_capacity(trips.len(), 2, stats::TRIP_BYTES);
         // Batches hold a handful of vendors: format each key once.
-        let mut last: Option<(i32, Vec<u8>)> = None;
-        let records = trips
-            .into_iter()
-            .map(|t| {
-                let key = match &last {
-                    Some((v, k)) if *v == t.vendor => k.clone(),
-                    _ => {
-                        let k = t.vendor.to_string().into_bytes();
-                        last = Some((t.vendor, k.clone()));
-                        k
-                    }
-                };
-                Keyed {
-                    index: t.index,
-                    key,
-                    event_time_ms: t.pickup_ms,
-                    value: t.trip.encode().to_vec(),
-                }
-            })
-            .collect();
-        let rejected = rejected
-            .into_iter()
-            .map(|r| Rejection::new(r.index, r.code, r.message))
-            .collect();
-        Ok(Extracted { records, rejected })
+        let mut last: Option<(i32, String)> = None;
+        for t in trips {
+            if last.as_ref().is_none_or(|(v, _)| *v != t.vendor) {
+                last = Some((t.vendor, t.vendor.to_string()));
+            }
+            let key = last.as_ref().map_or(&[][..], |(_, k)| k.as_bytes());
+            out.push(t.index, key, t.pickup_ms, &t.trip.encode());
+        }
+        for r in rejected {
+            out.reject(r.index, r.code, r.message);
+        }
+        Ok(())
     }
 
-    fn accumulate(&mut self, groups: Vec<Group>) -> Result<Vec<Vec<u8>>, String> {
-        groups
-            .iter()
-            .map(|g| {
-                WindowStats::accumulate(g.state.as_deref(), g.values.iter().map(Vec::as_slice))
-            })
-            .collect()
+    fn accumulate(&mut self, g: Group<'_>) -> Result<Vec<u8>, String> {
+        WindowStats::accumulate(g.state, g.values)
     }
 
-    fn finish(&mut self, window: Window, key: Vec<u8>, state: Vec<u8>) -> Option<Vec<u8>> {
-        let s = match WindowStats::decode(&state) {
+    fn finish(&mut self, window: Window, key: &[u8], state: &[u8]) -> Option<Vec<u8>> {
+        let s = match WindowStats::decode(state) {
             Ok(s) => s,
             Err(e) => {
                 error!(
                     "window [{}, {}) of vendor {:?}: {e}",
                     window.start_ms,
                     window.end_ms,
-                    String::from_utf8_lossy(&key)
+                    String::from_utf8_lossy(key)
                 );
                 return None;
             }
         };
-        let bkey = baseline_key(&key);
+        let bkey = baseline_key(key);
         let baseline = match state::get_many(std::slice::from_ref(&bkey)).pop().flatten() {
             Some(b) => Baseline::decode(&b).unwrap_or_else(|e| {
                 error!(
                     "baseline of vendor {:?} is unreadable ({e}); starting it over",
-                    String::from_utf8_lossy(&key)
+                    String::from_utf8_lossy(key)
                 );
                 Baseline::default()
             }),
             None => Baseline::default(),
         };
         let (report, next) =
-            stats::report(&self.cfg, &String::from_utf8_lossy(&key), &s, baseline)?;
+            stats::report(&self.cfg, &String::from_utf8_lossy(key), &s, baseline)?;
         state::put_many(&[(bkey, next.encode().to_vec())]);
         serde_json::to_vec(&report).ok()
     }
@@ -118,6 +101,7 @@ mod tests {
     use arrow_schema::{DataType, Field, Schema};
 
     use super::*;
+    use sluice_plugin_sdk::Blobs;
 
     fn batch(rows: &[(&str, &str, &str)]) -> Batch {
         // vendorId, pickupDate, dropoffDate; the rest fixed.
@@ -161,18 +145,19 @@ mod tests {
             ("1", "2016-03-14 17:00:07", "2016-03-14 17:20:07"),
             ("1", "not a date", "2016-03-14 17:20:07"),
         ]);
-        let x = p.extract(input).unwrap();
+        let mut x = Extracted::new();
+        p.extract(input, &mut x).unwrap();
         assert_eq!(
-            x.rejected
+            x.rejected()
                 .iter()
                 .map(|r| (r.index, r.code.as_str()))
                 .collect::<Vec<_>>(),
             [(3, "bad_timestamp")]
         );
-        let keys: Vec<_> = x
-            .records
+        let recs: Vec<_> = x.records().collect();
+        let keys: Vec<_> = recs
             .iter()
-            .map(|k| (k.index, k.key.clone(), k.event_time_ms))
+            .map(|k| (k.index, k.key.to_vec(), k.event_time_ms))
             .collect();
         assert_eq!(keys[0], (0, b"1".to_vec(), 1_457_974_805_000));
         assert_eq!(keys[1].1, b"2".to_vec());
@@ -182,22 +167,17 @@ mod tests {
             start_ms: 1_457_974_800_000,
             end_ms: 1_457_974_860_000,
         };
-        let group = |state, values: Vec<Vec<u8>>| Group {
+        let group = |state, values| Group {
             window: w,
-            key: b"1".to_vec(),
+            key: b"1",
             state,
             values,
         };
-        let s1 = p
-            .accumulate(vec![group(None, vec![x.records[0].value.clone()])])
-            .unwrap()
-            .pop();
-        let s2 = p
-            .accumulate(vec![group(s1, vec![x.records[2].value.clone()])])
-            .unwrap()
-            .pop()
-            .unwrap();
-        let r = doc(p.finish(w, b"1".to_vec(), s2.clone()));
+        let v0: Blobs = [recs[0].value].into_iter().collect();
+        let v2: Blobs = [recs[2].value].into_iter().collect();
+        let s1 = p.accumulate(group(None, v0.iter())).unwrap();
+        let s2 = p.accumulate(group(Some(&s1), v2.iter())).unwrap();
+        let r = doc(p.finish(w, b"1", &s2));
         assert_eq!(r["vendor_id"], "1");
         assert_eq!(
             (r["trip_count"].as_u64(), r["passenger_count"].as_u64()),
@@ -223,15 +203,16 @@ mod tests {
             start_ms: w.end_ms,
             end_ms: w.end_ms + 60_000,
         };
-        let mut t = taxi_logic::stats::Trip::decode(&x.records[0].value).unwrap();
+        let mut t = taxi_logic::stats::Trip::decode(recs[0].value).unwrap();
         t.duration_s = 930;
-        let s = p.accumulate(vec![Group {
+        let v: Blobs = [t.encode()].into_iter().collect();
+        let s = p.accumulate(Group {
             window: w2,
-            key: b"1".to_vec(),
+            key: b"1",
             state: None,
-            values: vec![t.encode().to_vec()],
-        }]);
-        let r = doc(p.finish(w2, b"1".to_vec(), s.unwrap().pop().unwrap()));
+            values: v.iter(),
+        });
+        let r = doc(p.finish(w2, b"1", &s.unwrap()));
         assert_eq!(r["anomaly_score"].as_f64(), Some(30.0));
         assert_eq!(
             r["pickup_location"],
@@ -240,7 +221,7 @@ mod tests {
         );
 
         assert!(
-            p.finish(w, b"1".to_vec(), vec![1, 2, 3]).is_none(),
+            p.finish(w, b"1", &[1, 2, 3]).is_none(),
             "undecodable state"
         );
         assert!(TripStats::init(Config::new(r#"{"location_min_trips": 1}"#.into())).is_err());

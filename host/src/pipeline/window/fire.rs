@@ -14,7 +14,8 @@ use super::store::{Entry, WinKey};
 use super::{AggregateNode, Stop};
 use crate::batch::{Batch, BatchData, JsonRecords, Origin, RecordMeta, Rejection};
 use crate::dead_letter::DeadLetter;
-use crate::plugin::bindings::types;
+use crate::plugin::bindings::columns::{Blobs, Closed, Groups};
+use crate::plugin::columns::GroupsBuilder;
 use crate::plugin::PluginError;
 
 impl AggregateNode {
@@ -28,13 +29,9 @@ impl AggregateNode {
             tracing::debug_span!("fire", stage = %self.node, windows = fired.len()).entered();
         let mut letters = Vec::new();
         let fired = self.settle(fired, &mut letters);
-        let mut docs = Vec::new();
-        for (k, state) in fired {
-            match self.finish_one(&k, &state, true) {
-                Ok(Some(doc)) => docs.push((k, doc)),
-                Ok(None) => {}
-                Err(e) => letters.push(self.window_letter(&k, e.code(), &e.to_string())),
-            }
+        let (docs, failed) = self.finish_all(&fired, true);
+        for (k, e) in failed {
+            letters.push(self.window_letter(&k, e.code(), &e.to_string()));
         }
         self.send(docs, letters)
     }
@@ -51,14 +48,10 @@ impl AggregateNode {
         }
         let mut letters = Vec::new();
         let settled = self.settle(open, &mut letters);
-        let mut docs = Vec::new();
-        for (k, state) in settled {
-            match self.finish_one(&k, &state, false) {
-                Ok(Some(doc)) => docs.push((k, doc)),
-                Ok(None) => {}
-                // The final firing will try again and dead-letter it if it still fails.
-                Err(e) => warn!(error = %e, "early result failed"),
-            }
+        let (docs, failed) = self.finish_all(&settled, false);
+        for (_, e) in failed {
+            // The final firing will try again and dead-letter it if it still fails.
+            warn!(error = %e, "early result failed");
         }
         self.send(docs, Vec::new())
     }
@@ -78,18 +71,7 @@ impl AggregateNode {
             .filter_map(|(k, e)| e.state.map(|s| (k, s)))
             .collect();
         if !pending.is_empty() {
-            let groups: Vec<types::Group> = pending
-                .iter()
-                .map(|(k, e)| types::Group {
-                    window: types::Window {
-                        start_ms: k.start,
-                        end_ms: k.end,
-                    },
-                    key: k.key.clone(),
-                    state: e.state.clone(),
-                    values: e.values.clone(),
-                })
-                .collect();
+            let groups = groups_of(&pending);
             let all = self
                 .plugin
                 .accumulate(&groups)
@@ -97,17 +79,19 @@ impl AggregateNode {
             match all {
                 Ok((states, writes)) => {
                     writes.commit(&self.keyed);
+                    let states = states.iter().map(<[u8]>::to_vec);
                     out.extend(pending.into_iter().map(|(k, _)| k).zip(states));
                 }
                 Err(_) => {
-                    for ((k, _), g) in pending.into_iter().zip(groups) {
-                        match self.plugin.accumulate(std::slice::from_ref(&g)) {
-                            Ok((mut s, writes)) => {
+                    for w in pending {
+                        let one = groups_of(std::slice::from_ref(&w));
+                        match self.plugin.accumulate(&one) {
+                            Ok((s, writes)) => {
                                 writes.commit(&self.keyed);
-                                out.push((k, s.remove(0)));
+                                out.push((w.0, s.get(0).to_vec()));
                             }
                             Err(e) => {
-                                letters.push(self.window_letter(&k, e.code(), &e.to_string()))
+                                letters.push(self.window_letter(&w.0, e.code(), &e.to_string()))
                             }
                         }
                     }
@@ -118,37 +102,47 @@ impl AggregateNode {
         out
     }
 
-    /// One `finish` (retried once on a fresh instance), decorated; its state
-    /// writes committed when `commit` and the result is usable.
-    fn finish_one(
+    /// The windows' results, decorated (one `finish` call for all, retried
+    /// once on a fresh instance, then one call per window so a failing
+    /// window costs only itself), and the windows that failed. State writes
+    /// are committed when `commit` (final results, not previews).
+    fn finish_all(
         &mut self,
-        k: &WinKey,
-        state: &[u8],
+        windows: &[(WinKey, Vec<u8>)],
         commit: bool,
-    ) -> Result<Option<Vec<u8>>, PluginError> {
-        let window = types::Window {
-            start_ms: k.start,
-            end_ms: k.end,
-        };
-        let (doc, writes) = match self.plugin.finish(window, &k.key, state) {
-            Ok(r) => r,
-            Err(e) => {
-                warn!(error = %e, "finish failed; retrying on a fresh instance");
-                self.plugin.finish(window, &k.key, state)?
-            }
-        };
-        let Some(doc) = doc else {
-            if commit {
-                writes.commit(&self.keyed);
-            }
-            return Ok(None);
-        };
-        let doc = output::decorate(&doc, &self.name, k.span(), &k.key)
-            .map_err(|m| self.plugin.contract(m))?;
-        if commit {
-            writes.commit(&self.keyed);
+    ) -> (Vec<(WinKey, Vec<u8>)>, Vec<(WinKey, PluginError)>) {
+        if windows.is_empty() {
+            return (Vec::new(), Vec::new());
         }
-        Ok(Some(doc))
+        let closed = closed_of(windows);
+        let all = self.plugin.finish(&closed).or_else(|e| {
+            warn!(error = %e, windows = windows.len(), "finish failed; retrying on a fresh instance");
+            self.plugin.finish(&closed)
+        });
+        let (mut docs, mut failed) = (Vec::new(), Vec::new());
+        match all {
+            Ok((results, writes)) => {
+                if commit {
+                    writes.commit(&self.keyed);
+                }
+                for (i, doc) in results {
+                    let k = &windows[i].0;
+                    match output::decorate(&doc, &self.name, k.span(), &k.key) {
+                        Ok(doc) => docs.push((k.clone(), doc)),
+                        Err(m) => failed.push((k.clone(), self.plugin.contract(m))),
+                    }
+                }
+            }
+            Err(e) if windows.len() == 1 => failed.push((windows[0].0.clone(), e)),
+            Err(_) => {
+                for w in windows {
+                    let (d, f) = self.finish_all(std::slice::from_ref(w), commit);
+                    docs.extend(d);
+                    failed.extend(f);
+                }
+            }
+        }
+        (docs, failed)
     }
 
     /// A dead letter for a window whose result could not be produced.
@@ -213,4 +207,35 @@ impl AggregateNode {
         self.stats.add_rejected(batch.len());
         self.out.blocking_dead_letters(letters)
     }
+}
+
+/// Windows to finish, as the columns of one `finish` call.
+fn closed_of(windows: &[(WinKey, Vec<u8>)]) -> Closed {
+    let bytes = windows.iter().map(|(k, s)| k.key.len() + s.len()).sum();
+    let mut c = Closed {
+        window_start_ms: Vec::with_capacity(windows.len()),
+        window_end_ms: Vec::with_capacity(windows.len()),
+        keys: Blobs::with_capacity(windows.len(), bytes),
+        states: Blobs::with_capacity(windows.len(), bytes),
+    };
+    for (k, state) in windows {
+        c.window_start_ms.push(k.start);
+        c.window_end_ms.push(k.end);
+        c.keys.push(&k.key);
+        c.states.push(state);
+    }
+    c
+}
+
+/// Session windows at firing: each window's state and pending values as
+/// the groups of one `accumulate` call.
+fn groups_of(windows: &[(WinKey, Entry)]) -> Groups {
+    let mut g = GroupsBuilder::default();
+    for (k, e) in windows {
+        g.group(k.start, k.end, &k.key, e.state.as_deref());
+        for v in &e.values {
+            g.value(v);
+        }
+    }
+    g.finish()
 }

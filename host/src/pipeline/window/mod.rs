@@ -59,7 +59,7 @@ use super::stage::{to_plugin_format, Converted};
 use crate::batch::{Batch, Rejection};
 use crate::config::window::{WindowKind, Windowing};
 use crate::dead_letter::DeadLetter;
-use crate::plugin::bindings::types;
+use crate::plugin::columns::GroupsBuilder;
 use crate::plugin::host::{StateMap, StateWrites};
 use crate::plugin::{wire, AggregatePlugin, PluginError};
 
@@ -302,17 +302,7 @@ impl AggregateNode {
     fn try_batch(&mut self, batch: &Batch) -> Result<Delta, PluginError> {
         let n = batch.len();
         let input = wire::encode(&batch.data).map_err(|m| self.plugin.contract(m))?;
-        let (ex, mut writes) = self.plugin.extract(&input)?;
-        if let Some(r) = ex.records.iter().find(|r| r.index as usize >= n) {
-            return Err(self
-                .plugin
-                .contract(format!("extract returned index {} (batch of {n})", r.index)));
-        }
-        if let Some(r) = ex.rejected.iter().find(|r| r.index as usize >= n) {
-            return Err(self
-                .plugin
-                .contract(format!("extract rejected index {} (batch of {n})", r.index)));
-        }
+        let (ex, mut writes) = self.plugin.extract(&input, n)?;
         let partition = format!("{}/{}", batch.origin.source, batch.origin.partition);
         let now = Instant::now();
         let others = self.marks.others(&partition, now);
@@ -320,22 +310,24 @@ impl AggregateNode {
         let lateness = self.windowing.allowed_lateness;
         let kind = self.windowing.kind;
         let mut late = Vec::new();
-        // Hashed while grouping, sorted once for the call (a deterministic order).
-        let mut groups: HashMap<WinKey, Vec<Vec<u8>>> = HashMap::new();
-        let any_records = !ex.records.is_empty();
+        // Fixed windows: (window, key) → group number, and per group the
+        // records in it, in input order (keys borrowed from the plugin's answer).
+        let mut slots: foldhash::HashMap<(Span, &[u8]), u32> = Default::default();
+        let mut members: Vec<Vec<u32>> = Vec::new();
         let mut sessions: HashMap<Vec<u8>, Vec<Work>> = HashMap::new();
         let mut spans = Vec::new();
-        for r in ex.records.into_iter() {
-            let t = r.event_time_ms;
+        for i in 0..ex.len() {
+            let t = ex.event_time_ms[i];
+            let key = ex.keys.get(i);
             part_max = part_max.max(t);
             let wm = self.marks.with(part_max, others);
             // Windows ending at or before this have fired or fire at the end of the batch.
             let closed = wm.saturating_sub(lateness);
             let latest = match kind {
                 WindowKind::Session { gap } => {
-                    let works = sessions.entry(r.key.clone()).or_insert_with(|| {
+                    let works = sessions.entry(key.to_vec()).or_insert_with(|| {
                         self.store
-                            .sessions_of(&r.key)
+                            .sessions_of(key)
                             .iter()
                             .map(|s| Work {
                                 span: *s,
@@ -368,24 +360,22 @@ impl AggregateNode {
                             w.originals.extend(p.originals);
                             w.values.extend(p.values);
                         }
-                        w.values.push(r.value);
+                        w.values.push(ex.values.get(i).to_vec());
                         works.push(w);
                         Ok(())
                     }
                 }
                 _ => {
                     fixed_windows(kind, t, &mut spans);
-                    let open = spans.iter().filter(|s| s.end > closed).count();
-                    // The last window takes the record's key and value, the others copies
-                    // (a tumbling window allocates nothing per record here).
-                    let (mut key, mut value) = (Some(r.key), Some(r.value));
-                    for (i, s) in spans.iter().filter(|s| s.end > closed).enumerate() {
-                        let (k, v) = if i + 1 == open {
-                            (key.take().expect("once"), value.take().expect("once"))
-                        } else {
-                            (key.clone().expect("kept"), value.clone().expect("kept"))
-                        };
-                        groups.entry(WinKey::new(*s, k)).or_default().push(v);
+                    let mut open = 0;
+                    for s in spans.iter().filter(|s| s.end > closed) {
+                        let next = members.len() as u32;
+                        let g = *slots.entry((*s, key)).or_insert(next);
+                        if g == next {
+                            members.push(Vec::new());
+                        }
+                        members[g as usize].push(i as u32);
+                        open += 1;
                     }
                     if open > 0 {
                         Ok(())
@@ -396,7 +386,7 @@ impl AggregateNode {
             };
             if let Err(w) = latest {
                 late.push(Rejection::new(
-                    r.index as usize,
+                    ex.index[i] as usize,
                     "late",
                     format!(
                         "stage {}: event time {} is behind the watermark {} by more than allowed_lateness ({lateness}ms): window [{}, {}) is closed",
@@ -410,36 +400,30 @@ impl AggregateNode {
             }
         }
         let mut updates = Vec::new();
-        if !groups.is_empty() {
-            let mut groups: Vec<(WinKey, Vec<Vec<u8>>)> = groups.into_iter().collect();
-            groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            let wit: Vec<types::Group> = groups
-                .into_iter()
-                .map(|(k, values)| types::Group {
-                    window: types::Window {
-                        start_ms: k.start,
-                        end_ms: k.end,
-                    },
-                    state: self.store.get(&k).and_then(|e| e.state.clone()),
-                    key: k.key,
-                    values,
-                })
-                .collect();
-            let (states, w) = self.plugin.accumulate(&wit)?;
+        if !slots.is_empty() {
+            // Hashed while grouping, sorted once for the call: a deterministic
+            // order, the order windows fire in (end, key, start).
+            let mut order: Vec<((Span, &[u8]), u32)> = slots.into_iter().collect();
+            order.sort_unstable_by(|((a, ka), _), ((b, kb), _)| {
+                (a.end, ka, a.start).cmp(&(b.end, kb, b.start))
+            });
+            let mut groups = GroupsBuilder::default();
+            let mut keys = Vec::with_capacity(order.len());
+            for ((span, key), g) in order {
+                let k = WinKey::new(span, key.to_vec());
+                let state = self.store.get(&k).and_then(|e| e.state.as_deref());
+                groups.group(span.start, span.end, key, state);
+                for &i in &members[g as usize] {
+                    groups.value(ex.values.get(i as usize));
+                }
+                keys.push(k);
+            }
+            let (states, w) = self.plugin.accumulate(&groups.finish())?;
             writes.extend(w);
-            updates = wit
+            updates = keys
                 .into_iter()
-                .zip(states)
-                .map(|(g, s)| {
-                    (
-                        WinKey {
-                            end: g.window.end_ms,
-                            key: g.key,
-                            start: g.window.start_ms,
-                        },
-                        s,
-                    )
-                })
+                .zip(states.iter())
+                .map(|(k, s)| (k, s.to_vec()))
                 .collect();
         }
         let mut sessions: Vec<(Vec<u8>, Vec<Work>)> = sessions.into_iter().collect();
@@ -449,7 +433,7 @@ impl AggregateNode {
             .into_iter()
             .map(wire::from_wit_rejection)
             .collect();
-        let part_max = any_records.then_some(part_max);
+        let part_max = (ex.index.len() > 0).then_some(part_max);
         Ok(Delta {
             rejected,
             late,

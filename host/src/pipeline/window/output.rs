@@ -10,7 +10,7 @@ use super::assign::Span;
 /// Event time (ms since the epoch) as `2016-01-01T00:01:00.000Z`.
 pub fn rfc3339_ms(ms: i64) -> String {
     match chrono::DateTime::from_timestamp_millis(ms) {
-        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         None => ms.to_string(),
     }
 }
@@ -33,7 +33,46 @@ pub fn id(stage: &str, span: Span, key: &[u8]) -> String {
 }
 
 /// The output record, or why it is not one (the plugin broke the contract).
+/// The host's keys are appended to the plugin's object as it is (checked,
+/// not rebuilt); a document that has one of them already is rebuilt with
+/// the host's values instead.
 pub fn decorate(doc: &[u8], stage: &str, span: Span, key: &[u8]) -> Result<Vec<u8>, String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(doc)
+        .map_err(|e| format!("finish returned invalid JSON: {e}"))?;
+    let body = doc.trim_ascii();
+    if body.first() != Some(&b'{') {
+        return Err("finish returned JSON that is not an object".into());
+    }
+    let host_keys = [&b"\"window_start\""[..], b"\"window_end\"", b"\"id\""];
+    if host_keys.iter().any(|k| memchr::memmem::find(body, k).is_some()) {
+        return rebuilt(doc, stage, span, key);
+    }
+    // A valid object: `{`, its members, `}`.
+    let members = body[1..body.len() - 1].trim_ascii();
+    let mut out = Vec::with_capacity(body.len() + 128);
+    out.push(b'{');
+    if !members.is_empty() {
+        out.extend_from_slice(members);
+        out.push(b',');
+    }
+    let mut field = |name: &str, value: &str, last: bool| {
+        out.push(b'"');
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b"\":");
+        serde_json::to_writer(&mut out, value).expect("a string serializes");
+        if !last {
+            out.push(b',');
+        }
+    };
+    field("window_start", &rfc3339_ms(span.start), false);
+    field("window_end", &rfc3339_ms(span.end), false);
+    field("id", &id(stage, span, key), true);
+    out.push(b'}');
+    Ok(out)
+}
+
+/// `decorate` for a document that has host keys: parsed, overwritten, written.
+fn rebuilt(doc: &[u8], stage: &str, span: Span, key: &[u8]) -> Result<Vec<u8>, String> {
     let mut obj = match serde_json::from_slice::<serde_json::Value>(doc) {
         Ok(serde_json::Value::Object(m)) => m,
         Ok(_) => return Err("finish returned JSON that is not an object".into()),
@@ -80,6 +119,15 @@ mod tests {
         assert_eq!(v["count"], 3);
         assert!(decorate(b"[1]", "s", span, b"k").is_err());
         assert!(decorate(b"{", "s", span, b"k").is_err());
+        assert!(decorate(br#"{"a":1} x"#, "s", span, b"k").is_err());
+        // Appended to the plugin's object as it is, empty or not.
+        for doc in [&br#" {"n": 1, "s": "x\"y"} "#[..], b"{}", b"{ }"] {
+            let out = decorate(doc, "st", span, b"a\"b").unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["id"], r#"st/1451606460000/a"b"#);
+            assert_eq!(v["window_end"], "2016-01-01T00:02:00.000Z");
+            assert_eq!(v.as_object().unwrap().len(), 3 + usize::from(doc.len() > 4) * 2);
+        }
     }
 
     #[test]

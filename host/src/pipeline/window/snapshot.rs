@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::store::Store;
 use super::AggregateNode;
 use crate::config::window::WindowKind;
+use crate::plugin::bindings::columns::Blobs;
 use crate::plugin::host::StateMap;
 use crate::plugin::{AggregatePlugin, PluginError};
 
@@ -94,14 +95,17 @@ pub fn migrate(
         return Ok(());
     }
     let started = Instant::now();
-    let mut migrated = 0usize;
+    // One call for every state (all or nothing): those of session windows
+    // still waiting for values have none to migrate.
+    let olds: Blobs = store.iter().filter_map(|(_, e)| e.state.clone()).collect();
+    let migrated = olds.len();
+    let new = plugin
+        .migrate(from, &olds)
+        .map_err(|err| fail(plugin, err.to_string()))?;
+    let mut new = new.iter();
     for (_, e) in store.iter_mut() {
-        if let Some(s) = e.state.take() {
-            let new = plugin
-                .migrate(from, &s)
-                .map_err(|err| fail(plugin, err.to_string()))?;
-            e.state = Some(new);
-            migrated += 1;
+        if e.state.is_some() {
+            e.state = new.next().map(<[u8]>::to_vec);
         }
     }
     store.recount();
