@@ -5,7 +5,7 @@ RUN rustup target add wasm32-wasip2
 WORKDIR /src
 COPY . .
 RUN cd plugins && cargo build --release --target wasm32-wasip2 \
- && cd .. && cargo build --release -p sluice
+ && cd .. && cargo build --release -p sluice-cli
 
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
