@@ -35,7 +35,8 @@ pub struct RecordMeta {
 impl RecordMeta {
     /// Metadata of a record identified by its line/ordinal in a partition.
     pub fn line(n: u64) -> Self {
-        Self { seq: compact_str::format_compact!("{n}"), ..Default::default() }
+        // The integer fast path, not the formatting machinery: once per record read.
+        Self { seq: compact_str::ToCompactString::to_compact_string(&n), ..Default::default() }
     }
 }
 
