@@ -75,6 +75,10 @@ impl Blobs {
     pub fn iter(&self) -> Values<'_> {
         Values::new(self, 0..self.len())
     }
+    /// Offsets that ascend and stay within `data`, so every `get` is in range.
+    fn in_range(&self) -> bool {
+        self.offsets.windows(2).all(|w| w[0] <= w[1]) && self.offsets.last().is_none_or(|&e| e as usize <= self.data.len())
+    }
 }
 
 impl Default for Blobs {
@@ -231,7 +235,7 @@ fn check_groups(g: &columns::Groups) -> Result<(), String> {
         return Err(format!("malformed groups from the host: column lengths {n} and {same:?}"));
     }
     for b in [&g.keys, &g.states, &g.values] {
-        if b.offsets.windows(2).any(|w| w[0] > w[1]) || b.offsets.last().is_some_and(|&e| e as usize > b.data.len()) {
+        if !b.in_range() {
             return Err("malformed groups from the host: offsets out of order or out of range".into());
         }
     }
@@ -285,7 +289,7 @@ pub fn __finish<T: Aggregate>(closed: columns::Closed) -> Result<columns::Finish
         return Err("malformed closed windows from the host: columns of different lengths".into());
     }
     for b in [&closed.keys, &closed.states] {
-        if b.offsets.windows(2).any(|w| w[0] > w[1]) || b.offsets.last().is_some_and(|&e| e as usize > b.data.len()) {
+        if !b.in_range() {
             return Err("malformed closed windows from the host: offsets out of order or out of range".into());
         }
     }
@@ -343,6 +347,20 @@ pub fn __accumulate_0_1<T: Aggregate>(groups: Vec<v01_types::Group>) -> Result<V
     })
 }
 
+/// `describe` and `init` of either contract version's `Guest` impl.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __aggregate_lifecycle {
+    ($ty:ty) => {
+        fn describe() -> $crate::Info {
+            $crate::aggregate::__describe::<$ty>(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
+        }
+        fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+            $crate::aggregate::__init::<$ty>(config)
+        }
+    };
+}
+
 /// Exports an [`Aggregate`] implementation as the component's `aggregate`
 /// interface, contract 0.2.0 (the `aggregator` world).
 #[macro_export]
@@ -351,12 +369,7 @@ macro_rules! export_aggregate {
         const _: () = {
             struct __SluiceAggregate;
             impl $crate::bindings::aggregator::exports::sluice::plugin0_2_0::aggregate::Guest for __SluiceAggregate {
-                fn describe() -> $crate::Info {
-                    $crate::aggregate::__describe::<$ty>(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
-                }
-                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::aggregate::__init::<$ty>(config)
-                }
+                $crate::__aggregate_lifecycle!($ty);
                 fn extract(
                     input: $crate::Batch,
                 ) -> ::std::result::Result<$crate::bindings::aggregator::sluice::plugin0_2_0::columns::Extracted, ::std::string::String> {
@@ -398,12 +411,7 @@ macro_rules! export_aggregate_0_1 {
         const _: () = {
             struct __SluiceAggregate01;
             impl $crate::bindings::aggregator_0_1::exports::sluice::plugin::aggregate::Guest for __SluiceAggregate01 {
-                fn describe() -> $crate::Info {
-                    $crate::aggregate::__describe::<$ty>(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION"))
-                }
-                fn init(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
-                    $crate::aggregate::__init::<$ty>(config)
-                }
+                $crate::__aggregate_lifecycle!($ty);
                 fn extract(
                     input: $crate::Batch,
                 ) -> ::std::result::Result<
