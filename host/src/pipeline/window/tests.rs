@@ -1,5 +1,7 @@
 //! The aggregate stage around the real count-aggregate plugin: firing,
-//! lateness, session merging, restore from a snapshot, the state bound.
+//! lateness, session merging, restore from a snapshot, the state bound —
+//! each test against the contract 0.1.0 build (`count_aggregate`) and, in
+//! `contract_0_2`, the 0.2.0 build (`count_aggregate_v2`).
 
 use std::time::Duration;
 
@@ -25,10 +27,15 @@ fn windowing(kind: WindowKind, lateness: i64) -> Windowing {
     }
 }
 
+thread_local! {
+    /// The plugin `harness` builds the stage around.
+    static PLUGIN: std::cell::Cell<&'static str> = const { std::cell::Cell::new("count_aggregate.wasm") };
+}
+
 fn harness(w: Windowing, saved: Option<&Value>) -> Harness {
     let keyed = StateMap::default();
     let plugin = crate::plugin::testing::aggregate(
-        "count_aggregate.wasm",
+        PLUGIN.get(),
         "agg",
         json!({"key": "k", "time": "t"}),
         keyed.clone(),
@@ -269,4 +276,41 @@ fn early_results_share_the_final_id_and_leave_state_alone() {
         "the window stayed open and kept counting"
     );
     assert_eq!(early[0]["id"], last[0]["id"]);
+}
+
+/// The same tests with the plugin built against contract 0.2.0 (columns,
+/// one `finish` per firing): the host's other path to the same results.
+mod contract_0_2 {
+    fn v2(test: fn()) {
+        super::PLUGIN.set("count_aggregate_v2.wasm");
+        test()
+    }
+    #[test]
+    fn tumbling() {
+        v2(super::tumbling_windows_fire_when_the_watermark_passes_in_end_then_key_order)
+    }
+    #[test]
+    fn lateness() {
+        v2(super::records_behind_the_lateness_bound_go_to_the_dlq_only)
+    }
+    #[test]
+    fn sliding() {
+        v2(super::sliding_windows_count_a_record_in_every_window_it_is_in)
+    }
+    #[test]
+    fn sessions() {
+        v2(super::sessions_merge_across_batches_and_fire_after_the_gap)
+    }
+    #[test]
+    fn restore() {
+        v2(super::a_restored_stage_continues_as_if_never_stopped)
+    }
+    #[test]
+    fn state_bound() {
+        v2(super::the_state_bound_stops_the_stage_with_a_clear_error)
+    }
+    #[test]
+    fn early_results() {
+        v2(super::early_results_share_the_final_id_and_leave_state_alone)
+    }
 }
