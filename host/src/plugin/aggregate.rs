@@ -99,6 +99,8 @@ impl Managed<Aggregator> {
     /// together, as a 0.2.0 plugin's one call's do).
     pub fn finish(&mut self, closed: &Closed) -> Result<(Vec<(usize, Vec<u8>)>, StateWrites), PluginError> {
         let n = closed.keys.len();
+        // `Ok`: a 0.2.0 answer, still to check; `Err`: a 0.1.0 plugin's
+        // documents, already one per window.
         let (out, writes) = self.call(|a, s| match a {
             Aggregator::V0_2(a) => Ok(a.sluice_plugin0_2_0_aggregate().call_finish(s, closed)?.map(Ok)),
             Aggregator::V0_1(a) => {
