@@ -102,7 +102,7 @@ impl AggregateNode {
         out
     }
 
-    /// The windows' results, decorated (one `finish` call for all, retried
+    /// The windows' results with their output ids, decorated (one `finish` call for all, retried
     /// once on a fresh instance, then one call per window so a failing
     /// window costs only itself), and the windows that failed. State writes
     /// are committed when `commit` (final results, not previews).
@@ -110,7 +110,7 @@ impl AggregateNode {
         &mut self,
         windows: &[(WinKey, Vec<u8>)],
         commit: bool,
-    ) -> (Vec<(WinKey, Vec<u8>)>, Vec<(WinKey, PluginError)>) {
+    ) -> (Vec<(String, Vec<u8>)>, Vec<(WinKey, PluginError)>) {
         if windows.is_empty() {
             return (Vec::new(), Vec::new());
         }
@@ -127,8 +127,9 @@ impl AggregateNode {
                 }
                 for (i, doc) in results {
                     let k = &windows[i].0;
-                    match output::decorate(&doc, &self.name, k.span(), &k.key) {
-                        Ok(doc) => docs.push((k.clone(), doc)),
+                    let id = output::id(&self.name, k.span(), &k.key);
+                    match output::decorate(&doc, &id, k.span()) {
+                        Ok(doc) => docs.push((id, doc)),
                         Err(m) => failed.push((k.clone(), self.plugin.contract(m))),
                     }
                 }
@@ -168,7 +169,8 @@ impl AggregateNode {
         })
     }
 
-    fn send(&mut self, docs: Vec<(WinKey, Vec<u8>)>, letters: Vec<DeadLetter>) -> Result<(), Stop> {
+    /// Results (output id, document) downstream, dead letters to the DLQ.
+    fn send(&mut self, docs: Vec<(String, Vec<u8>)>, letters: Vec<DeadLetter>) -> Result<(), Stop> {
         self.stats.add_rejected(letters.len());
         self.out.blocking_dead_letters(letters)?;
         if docs.is_empty() {
@@ -176,10 +178,10 @@ impl AggregateNode {
         }
         let mut j = JsonRecords::with_capacity(docs.len(), docs.iter().map(|d| d.1.len()).sum());
         let mut meta = Vec::with_capacity(docs.len());
-        for (k, d) in &docs {
+        for (id, d) in &docs {
             j.push(d);
             meta.push(RecordMeta {
-                seq: output::id(&self.name, k.span(), &k.key).into(),
+                seq: id.as_str().into(),
                 ..Default::default()
             });
         }

@@ -36,7 +36,7 @@ pub fn id(stage: &str, span: Span, key: &[u8]) -> String {
 /// The host's keys are appended to the plugin's object as it is (checked,
 /// not rebuilt); a document that has one of them already is rebuilt with
 /// the host's values instead.
-pub fn decorate(doc: &[u8], stage: &str, span: Span, key: &[u8]) -> Result<Vec<u8>, String> {
+pub fn decorate(doc: &[u8], id: &str, span: Span) -> Result<Vec<u8>, String> {
     serde_json::from_slice::<serde::de::IgnoredAny>(doc)
         .map_err(|e| format!("finish returned invalid JSON: {e}"))?;
     let body = doc.trim_ascii();
@@ -45,7 +45,7 @@ pub fn decorate(doc: &[u8], stage: &str, span: Span, key: &[u8]) -> Result<Vec<u
     }
     let host_keys = [&b"\"window_start\""[..], b"\"window_end\"", b"\"id\""];
     if host_keys.iter().any(|k| memchr::memmem::find(body, k).is_some()) {
-        return rebuilt(doc, stage, span, key);
+        return rebuilt(doc, id, span);
     }
     // A valid object: `{`, its members, `}`.
     let members = body[1..body.len() - 1].trim_ascii();
@@ -66,13 +66,13 @@ pub fn decorate(doc: &[u8], stage: &str, span: Span, key: &[u8]) -> Result<Vec<u
     };
     field("window_start", &rfc3339_ms(span.start), false);
     field("window_end", &rfc3339_ms(span.end), false);
-    field("id", &id(stage, span, key), true);
+    field("id", id, true);
     out.push(b'}');
     Ok(out)
 }
 
 /// `decorate` for a document that has host keys: parsed, overwritten, written.
-fn rebuilt(doc: &[u8], stage: &str, span: Span, key: &[u8]) -> Result<Vec<u8>, String> {
+fn rebuilt(doc: &[u8], id: &str, span: Span) -> Result<Vec<u8>, String> {
     let mut obj = match serde_json::from_slice::<serde_json::Value>(doc) {
         Ok(serde_json::Value::Object(m)) => m,
         Ok(_) => return Err("finish returned JSON that is not an object".into()),
@@ -80,7 +80,7 @@ fn rebuilt(doc: &[u8], stage: &str, span: Span, key: &[u8]) -> Result<Vec<u8>, S
     };
     obj.insert("window_start".into(), rfc3339_ms(span.start).into());
     obj.insert("window_end".into(), rfc3339_ms(span.end).into());
-    obj.insert("id".into(), id(stage, span, key).into());
+    obj.insert("id".into(), id.into());
     Ok(serde_json::to_vec(&obj).expect("a JSON map serializes"))
 }
 
@@ -107,9 +107,8 @@ mod tests {
         };
         let out = decorate(
             br#"{"count":3,"id":"mine","window_start":1}"#,
-            "stats",
+            &id("stats", span, br#""2""#),
             span,
-            br#""2""#,
         )
         .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
@@ -117,12 +116,12 @@ mod tests {
         assert_eq!(v["window_end"], "2016-01-01T00:02:00.000Z");
         assert_eq!(v["id"], r#"stats/1451606460000/"2""#);
         assert_eq!(v["count"], 3);
-        assert!(decorate(b"[1]", "s", span, b"k").is_err());
-        assert!(decorate(b"{", "s", span, b"k").is_err());
-        assert!(decorate(br#"{"a":1} x"#, "s", span, b"k").is_err());
+        assert!(decorate(b"[1]", &id("s", span, b"k"), span).is_err());
+        assert!(decorate(b"{", &id("s", span, b"k"), span).is_err());
+        assert!(decorate(br#"{"a":1} x"#, &id("s", span, b"k"), span).is_err());
         // Appended to the plugin's object as it is, empty or not.
         for doc in [&br#" {"n": 1, "s": "x\"y"} "#[..], b"{}", b"{ }"] {
-            let out = decorate(doc, "st", span, b"a\"b").unwrap();
+            let out = decorate(doc, &id("st", span, b"a\"b"), span).unwrap();
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(v["id"], r#"st/1451606460000/a"b"#);
             assert_eq!(v["window_end"], "2016-01-01T00:02:00.000Z");
