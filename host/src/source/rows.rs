@@ -14,7 +14,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMillisecondBuilder,
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringArray,
+    TimestampMillisecondBuilder,
 };
 use arrow::datatypes::{Field, Schema, SchemaRef};
 
@@ -23,7 +24,9 @@ use crate::batch::{Batch, BatchData, Format, JsonRecords, Origin, RecordMeta};
 use crate::dead_letter::DeadLetter;
 
 enum Builder {
-    Str(StringBuilder),
+    /// Text as bytes: a row's UTF-8 is checked once, whole, when it is
+    /// added (not per cell), and the column once more when it is finished.
+    Str(BinaryBuilder),
     Int(Int64Builder),
     Float(Float64Builder),
     Bool(BooleanBuilder),
@@ -33,7 +36,7 @@ enum Builder {
 impl Builder {
     fn new(ty: ColumnType) -> Self {
         match ty {
-            ColumnType::String => Builder::Str(StringBuilder::new()),
+            ColumnType::String => Builder::Str(BinaryBuilder::new()),
             ColumnType::Int64 => Builder::Int(Int64Builder::new()),
             ColumnType::Float64 => Builder::Float(Float64Builder::new()),
             ColumnType::Bool => Builder::Bool(BooleanBuilder::new()),
@@ -44,7 +47,7 @@ impl Builder {
     /// `cell` is of this builder's type (or missing): `parse` made it so.
     fn append(&mut self, cell: Cell<'_>) {
         match (self, cell) {
-            (Builder::Str(b), Cell::Str(s)) => b.append_value(s),
+            (Builder::Str(b), Cell::Str(s)) => b.append_value(s.as_bytes()),
             (Builder::Int(b), Cell::Int(i)) => b.append_value(i),
             (Builder::Float(b), Cell::Float(f)) => b.append_value(f),
             (Builder::Bool(b), Cell::Bool(v)) => b.append_value(v),
@@ -57,9 +60,16 @@ impl Builder {
         }
     }
 
+    /// The column so far; the builder starts again with room for as many
+    /// rows and bytes (batches are alike: no regrowing per batch).
     fn finish(&mut self) -> ArrayRef {
         match self {
-            Builder::Str(b) => Arc::new(b.finish()),
+            Builder::Str(b) => {
+                let bytes = b.values_slice().len();
+                let done = std::mem::replace(b, BinaryBuilder::with_capacity(b.len(), bytes + bytes / 8)).finish();
+                let text = StringArray::try_from_binary(done).expect("every row's UTF-8 is checked when it is added");
+                Arc::new(text)
+            }
             Builder::Int(b) => Arc::new(b.finish()),
             Builder::Float(b) => Arc::new(b.finish()),
             Builder::Bool(b) => Arc::new(b.finish()),
@@ -86,6 +96,8 @@ pub struct RowBatcher {
     bytes: usize,
     /// Reused per row.
     doc: Vec<u8>,
+    /// Every column is text: a row cannot fail once its UTF-8 is checked.
+    all_text: bool,
 }
 
 impl RowBatcher {
@@ -122,7 +134,9 @@ impl RowBatcher {
         origin: &Arc<Origin>,
     ) -> Self {
         let builders = types.iter().map(|t| Builder::new(*t)).collect();
+        let all_text = types.iter().all(|t| *t == ColumnType::String);
         Self {
+            all_text,
             format,
             columns,
             types,
@@ -155,17 +169,42 @@ impl RowBatcher {
         Arc::new(Schema::new(fields))
     }
 
-    /// Add one CSV record (already split; `raw` is its text, for the DLQ).
-    /// Empty fields are missing values.
-    pub fn push_csv<'a>(&mut self, meta: RecordMeta, fields: impl ExactSizeIterator<Item = &'a [u8]>, raw: &[u8]) {
+    /// Add one CSV record (already split; `raw` is its text, for the DLQ,
+    /// and holds every field's bytes). Empty fields are missing values.
+    pub fn push_csv<'a>(
+        &mut self,
+        meta: RecordMeta,
+        fields: impl ExactSizeIterator<Item = &'a [u8]> + Clone,
+        raw: &[u8],
+    ) {
         if fields.len() != self.columns.len() {
             let message = format!("expected {} CSV fields, found {}", self.columns.len(), fields.len());
             self.bad_row(meta, raw, message);
             return;
         }
-        // One pass and one allocation per row (this is the hot loop of a CSV
-        // source): collecting a `Result<Vec<_>>` loses the size hint and
-        // regrows the vector several times per row.
+        // The fields are `raw` split at (and unquoted around) ASCII bytes,
+        // so `raw` being UTF-8 makes every field UTF-8: one check per row.
+        if std::str::from_utf8(raw).is_err() {
+            self.bad_row(meta, raw, "the row is not valid UTF-8");
+            return;
+        }
+        if self.all_text && self.format == Format::Arrow {
+            // Nothing left to fail: straight into the builders (the hot loop
+            // of an untyped CSV source).
+            for (b, field) in self.builders.iter_mut().zip(fields) {
+                let Builder::Str(b) = b else { unreachable!("all_text") };
+                if field.trim_ascii().is_empty() {
+                    b.append_null();
+                } else {
+                    b.append_value(field);
+                }
+            }
+            self.bytes += raw.len();
+            self.meta.push(meta);
+            return;
+        }
+        // One pass and one allocation per row: collecting a `Result<Vec<_>>`
+        // loses the size hint and regrows the vector several times per row.
         let mut cells = Vec::with_capacity(self.columns.len());
         let mut bad = None;
         for ((field, column), ty) in fields.zip(&self.columns).zip(&self.types) {
