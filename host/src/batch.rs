@@ -154,12 +154,11 @@ impl Batch {
         Batch { origin: self.origin.clone(), meta: self.meta[offset..offset + len].to_vec(), data }
     }
 
-    /// Metadata for the outputs of a transform, from its `origin` indexes.
-    pub fn meta_for(&self, origin: &[u32]) -> Result<Vec<RecordMeta>, usize> {
-        origin
-            .iter()
-            .map(|&i| self.meta.get(i as usize).cloned().ok_or(i as usize))
-            .collect()
+    /// Metadata for the outputs of a transform, from its `origin` indexes
+    /// (checked to be in range: panics otherwise). A plain map keeps the
+    /// exact size, where collecting into a `Result` regrows the vector.
+    pub fn meta_at(&self, origin: &[u32]) -> Vec<RecordMeta> {
+        origin.iter().map(|&i| self.meta[i as usize].clone()).collect()
     }
 }
 

@@ -77,14 +77,14 @@ impl StageNode {
         }
     }
 
-    fn process(&mut self, batch: Batch) -> Result<(), super::edge::Closed> {
+    fn process(&mut self, mut batch: Batch) -> Result<(), super::edge::Closed> {
         let n = batch.len();
         let span = debug_span!("batch", stage = %self.node, records = n, partition = %batch.origin.partition);
         let _g = span.enter();
         self.stats.add_in(n);
         self.stats.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let takes = wire::from_wit_format(self.plugin.info().takes);
-        let (batch, raw) = match to_plugin_format(&self.node, &batch, takes, self.plugin.name()) {
+        let (converted, raw) = match to_plugin_format(&self.node, &batch, takes, self.plugin.name()) {
             Ok(Converted { batch: converted, raw, letters }) => {
                 self.stats.add_rejected(letters.len());
                 self.out.blocking_dead_letters(letters)?;
@@ -96,21 +96,32 @@ impl StageNode {
             Err(msg) => return self.quarantine(&batch, "convert_error", &msg),
         };
         let started = Instant::now();
-        let mut result = self.call(&batch);
+        let mut result = self.call(&converted);
         if let Err(e) = &result {
             // Retry once on a fresh instance (a trap may come from state the
             // instance accumulated, not from these records).
             warn!(error = %e, "plugin call failed; retrying the batch on a fresh instance");
-            result = self.call(&batch);
+            result = self.call(&converted);
         }
         self.stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         match result {
-            Ok(out) => self.emit(&batch, &raw, out),
+            Ok(out) if out.keeps_all(converted.len()) => {
+                // The usual transform keeps every record, in order: the
+                // input's metadata moves on instead of being copied per record.
+                let letters = DeadLetter::all(&self.node, &raw, out.rejected);
+                drop(raw);
+                let meta = match converted {
+                    Cow::Owned(b) => b.meta,
+                    Cow::Borrowed(_) => std::mem::take(&mut batch.meta),
+                };
+                self.send(&batch.origin, letters, meta, out.data)
+            }
+            Ok(out) => self.emit(&converted, &raw, out),
             Err(e) => {
                 warn!(error = %e, records = n, "plugin failed twice; isolating the offending records");
                 self.stats.failed_batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut budget = ISOLATION_CALLS;
-                self.isolate(&batch, &raw, e, &mut budget)
+                self.isolate(&converted, &raw, e, &mut budget)
             }
         }
     }
@@ -155,22 +166,35 @@ impl StageNode {
         if count != out.origin.len() {
             return Err(contract(format!("returned {count} records but {} origin indexes", out.origin.len())));
         }
-        let meta = batch.meta_for(&out.origin).map_err(|i| contract(format!("origin index {i} is out of range (batch of {n})")))?;
+        if let Some(i) = out.origin.iter().find(|&&i| i as usize >= n) {
+            return Err(contract(format!("origin index {i} is out of range (batch of {n})")));
+        }
         if let Some(r) = out.rejected.iter().find(|r| r.index as usize >= n) {
             return Err(contract(format!("rejected index {} is out of range (batch of {n})", r.index)));
         }
         writes.commit(&self.state);
         let rejected = out.rejected.into_iter().map(wire::from_wit_rejection).collect();
-        Ok(Checked { data, meta, rejected })
+        Ok(Checked { data, origin: out.origin, rejected })
     }
 
     fn emit(&mut self, input: &Batch, raw: &Batch, out: Checked) -> Result<(), super::edge::Closed> {
         let letters = DeadLetter::all(&self.node, raw, out.rejected);
+        let meta = input.meta_at(&out.origin);
+        self.send(&input.origin, letters, meta, out.data)
+    }
+
+    fn send(
+        &mut self,
+        origin: &Arc<crate::batch::Origin>,
+        letters: Vec<DeadLetter>,
+        meta: Vec<RecordMeta>,
+        data: BatchData,
+    ) -> Result<(), super::edge::Closed> {
         self.stats.add_rejected(letters.len());
         self.out.blocking_dead_letters(letters)?;
-        if !out.meta.is_empty() {
-            self.stats.add_out(out.meta.len());
-            self.out.blocking_send(Batch { origin: input.origin.clone(), meta: out.meta, data: out.data })?;
+        if !meta.is_empty() {
+            self.stats.add_out(meta.len());
+            self.out.blocking_send(Batch { origin: origin.clone(), meta, data })?;
         }
         Ok(())
     }
@@ -231,10 +255,19 @@ pub(crate) fn without(batch: &Batch, skip: impl IntoIterator<Item = usize>) -> B
     Batch { origin: batch.origin.clone(), meta: keep.iter().map(|&i| batch.meta[i].clone()).collect(), data }
 }
 
+/// A plugin's answer that kept the contract (every index is in range).
 struct Checked {
     data: BatchData,
-    meta: Vec<RecordMeta>,
+    /// For each output record, the index of the input record it came from.
+    origin: Vec<u32>,
     rejected: Vec<Rejection>,
+}
+
+impl Checked {
+    /// Output record i is input record i, for all n of them.
+    fn keeps_all(&self, n: usize) -> bool {
+        self.origin.len() == n && self.origin.iter().enumerate().all(|(i, &o)| o as usize == i)
+    }
 }
 
 /// Stage keyed state for the checkpoint (hex pairs; `None` when empty).
