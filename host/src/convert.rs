@@ -72,6 +72,19 @@ pub fn row_json(batch: &RecordBatch, row: usize) -> Vec<u8> {
     }
 }
 
+/// [`row_json`] of each of `rows`, rendered in one pass when they all can be.
+pub fn rows_json(batch: &RecordBatch, rows: &[usize]) -> Vec<Vec<u8>> {
+    let together = || -> Option<Vec<Vec<u8>>> {
+        let idx = arrow::array::UInt32Array::from_iter_values(
+            rows.iter().map(|&r| u32::try_from(r).ok().filter(|_| r < batch.num_rows())).collect::<Option<Vec<_>>>()?,
+        );
+        let picked = arrow::compute::take_record_batch(batch, &idx).ok()?;
+        let docs = arrow_to_json(&picked).ok()?;
+        Some((0..docs.len()).map(|i| docs.get(i).to_vec()).collect())
+    };
+    together().unwrap_or_else(|| rows.iter().map(|&r| row_json(batch, r)).collect())
+}
+
 /// Schema metadata key on batches whose types were inferred from JSON
 /// documents (value `json`): their `Int64` columns are JSON numbers that
 /// happened to be integral in this batch, which a sink fixing its schema from
@@ -319,6 +332,13 @@ mod tests {
         assert_eq!(docs[0]["gcDistance"], 2.5);
         assert!(!j.buf.contains(&b'\n'));
         let one: serde_json::Value = serde_json::from_slice(&row_json(&sample(), 2)).unwrap();
+        // Several rows at once render as each would alone; a row out of range
+        // gets the same note as from `row_json`.
+        let b = sample();
+        for rows in [vec![2, 0], vec![1], vec![0, 9]] {
+            let each: Vec<Vec<u8>> = rows.iter().map(|&r| row_json(&b, r)).collect();
+            assert_eq!(rows_json(&b, &rows), each, "{rows:?}");
+        }
         assert_eq!(one["pickupDate"], "1970-01-01T00:00:00Z");
         assert_eq!(one["id"], "id0000003");
     }

@@ -38,7 +38,20 @@ impl DeadLetter {
     /// Dead letters for `rejections` of `batch` (see [`DeadLetter::of`]).
     pub fn all(node: &str, batch: &Batch, rejections: impl IntoIterator<Item = Rejection>) -> Vec<Self> {
         let node: Arc<str> = node.into();
-        rejections.into_iter().map(|r| Self { node: node.clone(), ..Self::of("", batch, r) }).collect()
+        let rejections: Vec<Rejection> = rejections.into_iter().collect();
+        let records = records_bytes(batch, rejections.iter().map(|r| r.index));
+        rejections
+            .into_iter()
+            .zip(records)
+            .map(|(r, record)| Self {
+                node: node.clone(),
+                record,
+                meta: batch.meta[r.index].clone(),
+                origin: batch.origin.clone(),
+                code: r.code,
+                message: r.message,
+            })
+            .collect()
     }
 
     /// A record a source could not turn into a batch record (malformed,
@@ -68,5 +81,14 @@ pub fn record_bytes(batch: &Batch, i: usize) -> Vec<u8> {
     match &batch.data {
         BatchData::Json(j) => j.get(i).to_vec(),
         BatchData::Arrow(rb) => crate::convert::row_json(rb, i),
+    }
+}
+
+/// [`record_bytes`] of several records. Arrow rows are rendered together:
+/// a JSON writer per row cost several µs per rejected record.
+fn records_bytes(batch: &Batch, rows: impl ExactSizeIterator<Item = usize>) -> Vec<Vec<u8>> {
+    match &batch.data {
+        BatchData::Json(j) => rows.map(|i| j.get(i).to_vec()).collect(),
+        BatchData::Arrow(rb) => crate::convert::rows_json(rb, &rows.collect::<Vec<_>>()),
     }
 }
