@@ -18,7 +18,7 @@ use crate::s3::S3Url;
 use crate::batch::{Batch, BatchData, JsonRecords};
 use crate::dead_letter::DeadLetter;
 
-/// One dead letter, as written.
+/// One dead letter, as written, but for its `record` (see [`entry`]).
 #[derive(Debug, Serialize)]
 struct Entry<'a> {
     /// The node that rejected the record (`stages.validate`, `sinks.lake`, ...).
@@ -29,16 +29,14 @@ struct Entry<'a> {
     partition: &'a str,
     seq: &'a str,
     sub: u32,
-    /// The record as JSON when it is JSON, else its text (lossy UTF-8).
-    record: serde_json::Value,
     /// RFC 3339 UTC, when the DLQ sink received the dead letter.
     time: &'a str,
 }
 
 /// The serialized envelope of one dead letter (one JSON object, no newline).
+/// Its last key, `record`, is the record as JSON when it is JSON (as it
+/// arrived: key order and numbers untouched), else its text (lossy UTF-8).
 fn entry(d: &DeadLetter, time: &str) -> Vec<u8> {
-    let record = serde_json::from_slice(&d.record)
-        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&d.record).into_owned()));
     let e = Entry {
         stage: &d.node,
         code: &d.code,
@@ -47,10 +45,25 @@ fn entry(d: &DeadLetter, time: &str) -> Vec<u8> {
         partition: &d.origin.partition,
         seq: &d.meta.seq,
         sub: d.meta.sub,
-        record,
         time,
     };
-    serde_json::to_vec(&e).expect("a dead letter always serializes")
+    let mut out = Vec::with_capacity(192 + d.record.len());
+    serde_json::to_writer(&mut out, &e).expect("a dead letter always serializes");
+    out.pop(); // the object's closing brace: `record` follows
+    out.extend_from_slice(b",\"record\":");
+    let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&d.record).is_ok();
+    if is_json && memchr::memchr2(b'\n', b'\r', &d.record).is_none() {
+        // Checked without building it: no per-record tree of allocations.
+        out.extend_from_slice(d.record.trim_ascii());
+    } else if is_json {
+        // Line breaks between tokens would split the NDJSON line.
+        let v: serde_json::Value = serde_json::from_slice(&d.record).expect("checked above");
+        serde_json::to_writer(&mut out, &v).expect("a JSON value serializes");
+    } else {
+        serde_json::to_writer(&mut out, &String::from_utf8_lossy(&d.record)).expect("a string serializes");
+    }
+    out.push(b'}');
+    out
 }
 
 /// Dead letters as the batch of NDJSON envelopes the DLQ file gets (None
@@ -100,7 +113,7 @@ mod tests {
             DeadLetter::unparsed("sources.trips", &origin, meta.clone(), b"id1,2,\xff".to_vec(), "malformed", "3 fields, expected 14"),
         ];
         let batch = encode(&letters).expect("a batch");
-        assert_eq!(batch.meta, [meta.clone(), meta]);
+        assert_eq!(batch.meta, [meta.clone(), meta.clone()]);
         let BatchData::Json(j) = &batch.data else { panic!("JSON envelopes") };
         let v: serde_json::Value = serde_json::from_slice(j.get(0)).unwrap();
         assert_eq!(v["stage"], "stages.validate");
@@ -115,6 +128,14 @@ mod tests {
         assert_eq!(keys.len(), 9, "{keys:?}");
         let t = v["time"].as_str().unwrap();
         assert!(t.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(t).is_ok(), "{t}");
+
+        // Line breaks inside a JSON record's whitespace never reach the file.
+        let pretty = DeadLetter::unparsed("sources.k", &origin, meta.clone(), b"{\n  \"a\": 1\n}".to_vec(), "x", "y");
+        let pretty = encode(&[pretty]).expect("a batch");
+        let BatchData::Json(p) = &pretty.data else { panic!("JSON envelopes") };
+        assert!(!p.get(0).contains(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(p.get(0)).unwrap();
+        assert_eq!(v["record"]["a"], 1);
 
         let text = j.get(1);
         let v: serde_json::Value = serde_json::from_slice(text).unwrap();
