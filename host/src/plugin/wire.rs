@@ -2,7 +2,7 @@
 //! IPC stream).
 
 use arrow::array::RecordBatch;
-use arrow::ipc::reader::StreamReader;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::ipc::writer::StreamWriter;
 
 use super::bindings::types;
@@ -41,7 +41,7 @@ pub fn decode(b: types::Batch) -> Result<(BatchData, usize), String> {
             Ok((BatchData::Json(j), n))
         }
         types::Format::Arrow => {
-            let rb = ipc_batch(&b.data)?;
+            let rb = ipc_batch(b.data)?;
             let n = rb.num_rows();
             Ok((BatchData::Arrow(rb), n))
         }
@@ -57,12 +57,22 @@ pub fn ipc_bytes(b: &RecordBatch) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-pub fn ipc_batch(bytes: &[u8]) -> Result<RecordBatch, String> {
-    let r = StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| format!("invalid Arrow IPC stream: {e}"))?;
-    let schema = r.schema();
-    let batches: Vec<RecordBatch> = r.collect::<Result<_, _>>().map_err(|e| format!("invalid Arrow IPC stream: {e}"))?;
+/// A plugin's Arrow IPC stream as one batch. The arrays wrap `bytes`
+/// without a copy, and are validated: the bytes come from a plugin.
+pub fn ipc_batch(bytes: Vec<u8>) -> Result<RecordBatch, String> {
+    let bad = |e: arrow::error::ArrowError| format!("invalid Arrow IPC stream: {e}");
+    let mut buf = arrow::buffer::Buffer::from_vec(bytes);
+    let mut decoder = StreamDecoder::new();
+    let mut batches = Vec::with_capacity(1);
+    while !buf.is_empty() {
+        if let Some(b) = decoder.decode(&mut buf).map_err(bad)? {
+            batches.push(b);
+        }
+    }
+    decoder.finish().map_err(bad)?;
+    let schema = decoder.schema().ok_or("invalid Arrow IPC stream: no schema")?;
     match batches.len() {
-        1 => Ok(batches.into_iter().next().expect("one")),
+        1 => Ok(batches.pop().expect("one")),
         _ => arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string()),
     }
 }
