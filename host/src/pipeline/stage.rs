@@ -105,16 +105,16 @@ impl StageNode {
         }
         self.stats.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
         match result {
-            Ok(out) if out.keeps_all(converted.len()) => {
-                // The usual transform keeps every record, in order: the
-                // input's metadata moves on instead of being copied per record.
+            Ok(out) if out.filters() => {
+                // The usual transform keeps records in order, maybe not all:
+                // the input's metadata moves on instead of being copied.
                 let letters = DeadLetter::all(&self.node, &raw, out.rejected);
                 drop(raw);
                 let meta = match converted {
                     Cow::Owned(b) => b.meta,
                     Cow::Borrowed(_) => std::mem::take(&mut batch.meta),
                 };
-                self.send(&batch.origin, letters, meta, out.data)
+                self.send(&batch.origin, letters, pick(meta, &out.origin), out.data)
             }
             Ok(out) => self.emit(&converted, &raw, out),
             Err(e) => {
@@ -264,10 +264,27 @@ struct Checked {
 }
 
 impl Checked {
-    /// Output record i is input record i, for all n of them.
-    fn keeps_all(&self, n: usize) -> bool {
-        self.origin.len() == n && self.origin.iter().enumerate().all(|(i, &o)| o as usize == i)
+    /// Every output record comes from a different input record, in input
+    /// order (a filter, or all records kept).
+    fn filters(&self) -> bool {
+        self.origin.windows(2).all(|w| w[0] < w[1])
     }
+}
+
+/// The metadata of the records at `origin` (strictly increasing indexes
+/// into `meta`), moved out of `meta`.
+fn pick(meta: Vec<RecordMeta>, origin: &[u32]) -> Vec<RecordMeta> {
+    if origin.len() == meta.len() {
+        return meta; // increasing and as many: every record, in order
+    }
+    let mut want = origin.iter().map(|&o| o as usize).peekable();
+    let mut out = Vec::with_capacity(origin.len());
+    for (i, m) in meta.into_iter().enumerate() {
+        if want.next_if_eq(&i).is_some() {
+            out.push(m);
+        }
+    }
+    out
 }
 
 /// Stage keyed state for the checkpoint (hex pairs; `None` when empty).
@@ -299,6 +316,15 @@ pub fn restore(state: &StateMap, v: Option<&serde_json::Value>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn pick_moves_the_metadata_of_a_filters_records() {
+        use crate::batch::RecordMeta;
+        let meta = |ns: &[u64]| ns.iter().map(|&n| RecordMeta::line(n)).collect::<Vec<_>>();
+        assert_eq!(super::pick(meta(&[0, 1, 2, 3, 4]), &[1, 3, 4]), meta(&[1, 3, 4]));
+        assert_eq!(super::pick(meta(&[0, 1, 2]), &[0, 1, 2]), meta(&[0, 1, 2]));
+        assert_eq!(super::pick(meta(&[0, 1, 2]), &[]), meta(&[]));
+    }
+
     use std::collections::BTreeSet;
 
     use serde_json::{json, Value};
