@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
 use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, Int32Array, PrimitiveArray, RecordBatch, StringArray};
-use arrow_buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
+use arrow_buffer::{BooleanBufferBuilder, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 
 use crate::config::{EnrichConfig, ValidateConfig};
 use crate::rules::{self, RangeInput, RANK_RANGE};
@@ -147,22 +147,48 @@ fn select(c: Columns, keep: &[u32], n: usize) -> Columns {
             ..c
         };
     }
+    // Refused rows are few: copy the runs of rows between them, not row by row.
+    let runs = runs(keep);
+    let m = keep.len();
     Columns {
-        id: take_str(&c.id, keep),
-        vendor_id: take(&c.vendor_id, keep),
-        pickup: take(&c.pickup, keep),
-        dropoff: take(&c.dropoff, keep),
-        passengers: take(&c.passengers, keep),
-        pickup_lon: take(&c.pickup_lon, keep),
-        pickup_lat: take(&c.pickup_lat, keep),
-        dropoff_lon: take(&c.dropoff_lon, keep),
-        dropoff_lat: take(&c.dropoff_lat, keep),
-        flag: take_str(&c.flag, keep),
-        gc_distance: take(&c.gc_distance, keep),
-        trip_duration: take(&c.trip_duration, keep),
-        google_distance: take(&c.google_distance, keep),
-        google_duration: take(&c.google_duration, keep),
+        id: take_str(&c.id, &runs, m),
+        vendor_id: take(&c.vendor_id, &runs, m),
+        pickup: take(&c.pickup, &runs, m),
+        dropoff: take(&c.dropoff, &runs, m),
+        passengers: take(&c.passengers, &runs, m),
+        pickup_lon: take(&c.pickup_lon, &runs, m),
+        pickup_lat: take(&c.pickup_lat, &runs, m),
+        dropoff_lon: take(&c.dropoff_lon, &runs, m),
+        dropoff_lat: take(&c.dropoff_lat, &runs, m),
+        flag: take_str(&c.flag, &runs, m),
+        gc_distance: take(&c.gc_distance, &runs, m),
+        trip_duration: take(&c.trip_duration, &runs, m),
+        google_distance: take(&c.google_distance, &runs, m),
+        google_duration: take(&c.google_duration, &runs, m),
     }
+}
+
+/// The maximal runs of consecutive rows in `keep` (ascending): (first, length).
+fn runs(keep: &[u32]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &i in keep {
+        let i = i as usize;
+        match runs.last_mut() {
+            Some((s, l)) if *s + *l == i => *l += 1,
+            _ => runs.push((i, 1)),
+        }
+    }
+    runs
+}
+
+/// The validity of `runs` of `nulls` (`None` when nothing in them is null).
+fn take_nulls(nulls: Option<&NullBuffer>, runs: &[(usize, usize)], m: usize) -> Option<NullBuffer> {
+    let nb = nulls.filter(|nb| nb.null_count() > 0)?;
+    let mut b = BooleanBufferBuilder::new(m);
+    for &(s, l) in runs {
+        b.append_buffer(&nb.inner().slice(s, l));
+    }
+    Some(NullBuffer::new(b.finish())).filter(|nb| nb.null_count() > 0)
 }
 
 fn tidy<T: ArrowPrimitiveType>(a: PrimitiveArray<T>) -> PrimitiveArray<T> {
@@ -175,26 +201,51 @@ fn tidy<T: ArrowPrimitiveType>(a: PrimitiveArray<T>) -> PrimitiveArray<T> {
     }
 }
 
-fn take<T: ArrowPrimitiveType>(a: &PrimitiveArray<T>, keep: &[u32]) -> PrimitiveArray<T> {
+fn take<T: ArrowPrimitiveType>(a: &PrimitiveArray<T>, runs: &[(usize, usize)], m: usize) -> PrimitiveArray<T> {
     let v = a.values();
-    let values: Vec<T::Native> = keep.iter().map(|&i| v[i as usize]).collect();
-    let nulls = a
-        .nulls()
-        .map(|nb| NullBuffer::new(BooleanBuffer::collect_bool(keep.len(), |j| nb.is_valid(keep[j] as usize))))
-        .filter(|nb| nb.null_count() > 0);
-    PrimitiveArray::new(ScalarBuffer::from(values), nulls).with_data_type(a.data_type().clone())
+    let mut values = Vec::with_capacity(m);
+    for &(s, l) in runs {
+        values.extend_from_slice(&v[s..s + l]);
+    }
+    PrimitiveArray::new(ScalarBuffer::from(values), take_nulls(a.nulls(), runs, m)).with_data_type(a.data_type().clone())
 }
 
-fn take_str(a: &StringArray, keep: &[u32]) -> StringArray {
-    let bytes: usize = keep.iter().map(|&i| a.value_length(i as usize) as usize).sum();
-    let mut b = StringBuilder::with_capacity(keep.len(), bytes);
-    for &i in keep {
-        let i = i as usize;
-        if a.is_valid(i) {
-            b.append_value(a.value(i));
-        } else {
-            b.append_null();
-        }
+fn take_str(a: &StringArray, runs: &[(usize, usize)], m: usize) -> StringArray {
+    let (offs, data) = (a.value_offsets(), a.value_data());
+    let bytes: usize = runs.iter().map(|&(s, l)| (offs[s + l] - offs[s]) as usize).sum();
+    let mut offsets = Vec::with_capacity(m + 1);
+    offsets.push(0i32);
+    let mut values = Vec::with_capacity(bytes);
+    for &(s, l) in runs {
+        let shift = values.len() as i32 - offs[s];
+        values.extend_from_slice(&data[offs[s] as usize..offs[s + l] as usize]);
+        offsets.extend(offs[s + 1..=s + l].iter().map(|&o| o + shift));
     }
-    b.finish()
+    let nulls = take_nulls(a.nulls(), runs, m);
+    // SAFETY: whole values of a valid string array, end to end, with their
+    // offsets moved by the same amount: monotonic, in bounds, and UTF-8 at
+    // every boundary. (Checking again is a UTF-8 pass over the column.)
+    unsafe { StringArray::new_unchecked(OffsetBuffer::new(ScalarBuffer::from(offsets)), Buffer::from_vec(values), nulls) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int64Array;
+
+    #[test]
+    fn runs_of_kept_rows_copy_values_and_nulls() {
+        assert_eq!(runs(&[0, 1, 2, 5, 6, 9]), vec![(0, 3), (5, 2), (9, 1)]);
+        assert!(runs(&[]).is_empty());
+        // A sliced array (offsets not from 0), nulls inside and outside the runs.
+        let s = StringArray::from(vec![Some("zz"), Some("a"), None, Some("ccc"), Some(""), Some("é"), None]).slice(1, 6);
+        let keep = [0u32, 2, 3, 4];
+        let got = take_str(&s, &runs(&keep), keep.len());
+        let want: Vec<Option<&str>> = keep.iter().map(|&i| s.is_valid(i as usize).then(|| s.value(i as usize))).collect();
+        assert_eq!(got, StringArray::from(want));
+        let n = Int64Array::from(vec![Some(1), None, Some(3), Some(4), None]);
+        assert_eq!(take(&n, &runs(&[0, 2, 3]), 3), Int64Array::from(vec![1, 3, 4]));
+        assert_eq!(take(&n, &runs(&[1, 4]), 2).null_count(), 2);
+        assert!(take(&n, &runs(&[2, 3]), 2).nulls().is_none(), "no nulls kept: no null buffer");
+    }
 }

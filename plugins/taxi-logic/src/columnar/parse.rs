@@ -8,7 +8,7 @@ use arrow_array::{
     Array, ArrayRef, ArrowPrimitiveType, Float64Array, Int32Array, Int64Array, PrimitiveArray, RecordBatch,
     StringArray, TimestampMillisecondArray,
 };
-use arrow_buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
+use arrow_buffer::{BooleanBufferBuilder, NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, TimeUnit};
 
 use super::reader::Reader;
@@ -162,12 +162,15 @@ fn convert<T: ArrowPrimitiveType>(
             T::Native::default()
         })
         .collect();
+    // Straight into bits: a `Vec<bool>` packed afterwards cost more than the
+    // parse of a column with a few bad rows.
     let nulls = (!null_rows.is_empty()).then(|| {
-        let mut valid = vec![true; n];
+        let mut valid = BooleanBufferBuilder::new(n);
+        valid.append_n(n, true);
         for i in null_rows {
-            valid[i] = false;
+            valid.set_bit(i, false);
         }
-        NullBuffer::new(BooleanBuffer::from(valid))
+        NullBuffer::new(valid.finish())
     });
     PrimitiveArray::new(ScalarBuffer::from(values), nulls)
 }
