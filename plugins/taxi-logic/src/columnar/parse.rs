@@ -102,6 +102,41 @@ pub(crate) fn parse(batch: &RecordBatch) -> (Columns, Rejects) {
     (cols, rj)
 }
 
+/// The 10 fields a trip statistic is made of, typed and checked as in
+/// [`parse`]; the others (id, flag, the Google estimates) are not read, so
+/// they cannot refuse a row here and cost nothing.
+pub(crate) struct TripColumns {
+    pub vendor_id: Int32Array,
+    pub pickup: TimestampMillisecondArray,
+    pub dropoff: TimestampMillisecondArray,
+    pub passengers: Int32Array,
+    pub pickup_lon: Float64Array,
+    pub pickup_lat: Float64Array,
+    pub dropoff_lon: Float64Array,
+    pub dropoff_lat: Float64Array,
+    pub gc_distance: Float64Array,
+    pub trip_duration: Int64Array,
+}
+
+pub(crate) fn parse_trips(batch: &RecordBatch) -> (TripColumns, Rejects) {
+    let n = batch.num_rows();
+    let mut rj = Rejects::new(n);
+    let col = |i: usize| batch.column_by_name(FIELDS[i].name);
+    let cols = TripColumns {
+        vendor_id: ints::<Int32Type>(col(f::VENDOR_ID), f::VENDOR_ID, n, &mut rj),
+        pickup: timestamps(col(f::PICKUP_DATE), f::PICKUP_DATE, n, &mut rj),
+        dropoff: timestamps(col(f::DROPOFF_DATE), f::DROPOFF_DATE, n, &mut rj),
+        passengers: ints::<Int32Type>(col(f::PASSENGER_COUNT), f::PASSENGER_COUNT, n, &mut rj),
+        pickup_lon: floats(col(f::PICKUP_LON), f::PICKUP_LON, n, &mut rj),
+        pickup_lat: floats(col(f::PICKUP_LAT), f::PICKUP_LAT, n, &mut rj),
+        dropoff_lon: floats(col(f::DROPOFF_LON), f::DROPOFF_LON, n, &mut rj),
+        dropoff_lat: floats(col(f::DROPOFF_LAT), f::DROPOFF_LAT, n, &mut rj),
+        gc_distance: floats(col(f::GC_DISTANCE), f::GC_DISTANCE, n, &mut rj),
+        trip_duration: ints::<Int64Type>(col(f::TRIP_DURATION), f::TRIP_DURATION, n, &mut rj),
+    };
+    (cols, rj)
+}
+
 /// Nulls in a reused column: required fields refuse those rows.
 fn check_nulls(nulls: Option<&NullBuffer>, field: usize, rj: &mut Rejects) {
     if let (true, Some(nb)) = (FIELDS[field].required, nulls) {

@@ -1,15 +1,17 @@
 //! Arrow batch of trips → (vendor, pickup time, [`Trip`]) per record.
 //!
-//! Input columns are read with the same conversions as `validate`/`enrich`
-//! (typed columns are used as they are, strings are parsed), so the stage can
-//! follow either of them or read CSV directly; a record that does not convert
-//! is refused with the same code. tripDuration and gcDistance are computed
-//! the way `enrich` fills them when they are absent.
+//! The columns a statistic is made of are read with the same conversions as
+//! `validate`/`enrich` (typed columns are used as they are, strings are
+//! parsed), so the stage can follow either of them or read CSV directly; a
+//! record whose vendor, times, passengers, coordinates, distance or duration
+//! does not convert is refused with the same code. Other columns (id, the
+//! store-and-forward flag, Google's estimates) are not read. tripDuration and
+//! gcDistance are computed the way `enrich` fills them when they are absent.
 
 use arrow_array::{Array, RecordBatch};
 
 use super::codec::Trip;
-use crate::columnar::parse::parse;
+use crate::columnar::parse::parse_trips;
 use crate::rules::{self, Bad, RANK_RANGE};
 use crate::{codes, Rejection};
 
@@ -26,7 +28,7 @@ const MS_PER_DAY: i64 = 86_400_000;
 
 /// The trips of `batch` in row order, and the refused rows.
 pub fn extract(batch: &RecordBatch) -> (Vec<Keyed>, Vec<Rejection>) {
-    let (c, mut rj) = parse(batch);
+    let (c, mut rj) = parse_trips(batch);
     let n = batch.num_rows();
     let mut out = Vec::with_capacity(n);
     let (vendor, pickup, dropoff) = (c.vendor_id.values(), c.pickup.values(), c.dropoff.values());
@@ -114,12 +116,25 @@ fn trip(
     }
     Ok(Trip {
         duration_s,
-        distance_mm: (distance_km * 1e6).round() as i64,
-        lat_e7: (lat * 1e7).round() as i32,
-        lon_e7: (lon * 1e7).round() as i32,
+        distance_mm: round(distance_km * 1e6) as i64,
+        lat_e7: round(lat * 1e7) as i32,
+        lon_e7: round(lon * 1e7) as i32,
         passengers,
         hour: (pickup_ms.rem_euclid(MS_PER_DAY) / 3_600_000) as u8,
     })
+}
+
+/// `f64::round` (half away from zero), exactly, from Wasm's own `trunc`:
+/// `round` has no Wasm instruction and goes through a libm call, three per
+/// trip. `x - trunc(x)` is exact for every finite x.
+#[inline]
+fn round(x: f64) -> f64 {
+    let t = x.trunc();
+    if (x - t).abs() >= 0.5 {
+        t + x.signum()
+    } else {
+        t
+    }
 }
 
 #[cfg(test)]
@@ -264,6 +279,33 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(strip(&from_enriched), strip(&from_csv));
+    }
+
+    #[test]
+    fn columns_a_statistic_does_not_use_refuse_nothing() {
+        let mut row = ROWS[0];
+        row[0] = ""; // id
+        row[9] = "?"; // storeAndFwdFlag
+        row[12] = "far"; // googleDistance
+        let (trips, rejected) = extract(&csv_batch(&[row]));
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(trips.len(), 1);
+    }
+
+    #[test]
+    fn round_is_f64_round() {
+        let tricky = [
+            0.0, -0.0, 0.5, -0.5, 1.5, 2.5, -2.5, 0.49999999999999994, -0.49999999999999994,
+            4503599627370495.5, 4503599627370497.0, 1e300, -1e-300, 40.7127753 * 1e7, -73.9865 * 1e7, 2.9999995e6,
+        ];
+        for x in tricky {
+            assert_eq!(round(x).to_bits(), x.round().to_bits(), "{x:e}");
+        }
+        // And a sweep of values with fractions near one half.
+        for i in 0..100_000u32 {
+            let x = (i as f64 - 50_000.0) * 0.0001 + 0.00005;
+            assert_eq!(round(x * 1e7).to_bits(), (x * 1e7).round().to_bits(), "{x:e}");
+        }
     }
 
     #[test]
