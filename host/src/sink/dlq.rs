@@ -51,7 +51,9 @@ fn entry(d: &DeadLetter, time: &str) -> Vec<u8> {
     serde_json::to_writer(&mut out, &e).expect("a dead letter always serializes");
     out.pop(); // the object's closing brace: `record` follows
     out.extend_from_slice(b",\"record\":");
-    let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&d.record).is_ok();
+    // serde_json skips the strings it ignores without checking their UTF-8.
+    let is_json = std::str::from_utf8(&d.record).is_ok()
+        && serde_json::from_slice::<serde::de::IgnoredAny>(&d.record).is_ok();
     if is_json && memchr::memchr2(b'\n', b'\r', &d.record).is_none() {
         // Checked without building it: no per-record tree of allocations.
         out.extend_from_slice(d.record.trim_ascii());
@@ -136,6 +138,13 @@ mod tests {
         assert!(!p.get(0).contains(&b'\n'));
         let v: serde_json::Value = serde_json::from_slice(p.get(0)).unwrap();
         assert_eq!(v["record"]["a"], 1);
+
+        // JSON syntax around bytes that are not UTF-8 is text, not JSON.
+        let odd = DeadLetter::unparsed("sources.k", &origin, meta.clone(), b"{\"a\":\"\xff\"}".to_vec(), "x", "y");
+        let odd = encode(&[odd]).expect("a batch");
+        let BatchData::Json(o) = &odd.data else { panic!("JSON envelopes") };
+        let v: serde_json::Value = serde_json::from_slice(o.get(0)).expect("the entry is UTF-8 JSON");
+        assert_eq!(v["record"], "{\"a\":\"\u{fffd}\"}");
 
         let text = j.get(1);
         let v: serde_json::Value = serde_json::from_slice(text).unwrap();

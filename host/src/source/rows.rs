@@ -258,6 +258,13 @@ impl RowBatcher {
     /// silently dropped value).
     pub fn push_json(&mut self, meta: RecordMeta, line: &[u8]) {
         if self.format == Format::Json {
+            // serde_json skips the strings it ignores without checking their
+            // UTF-8, and JSON is UTF-8: a record must not reach a plugin or a
+            // sink as anything else.
+            if std::str::from_utf8(line).is_err() {
+                self.bad_row(meta, line, "the line is not valid UTF-8");
+                return;
+            }
             match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
                 Ok(_) if line.trim_ascii_start().starts_with(b"{") => {
                     self.bytes += line.len();

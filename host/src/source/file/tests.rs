@@ -195,6 +195,26 @@ async fn a_stray_quote_costs_one_row() {
 }
 
 #[tokio::test]
+async fn lines_that_are_not_utf8_go_to_the_dlq_in_either_form() {
+    let mut f = tempfile::Builder::new().suffix(".ndjson").tempfile().unwrap();
+    f.write_all(b"{\"a\":\"ok\"}\n{\"a\":\"\xff\"}\n{\"a\":\"fine\"}\n").unwrap();
+    let out = read(spec(f.path(), ""), Format::Json, None, 100).await;
+    assert_eq!(out.docs(), vec![json!({"a":"ok"}), json!({"a":"fine"})]);
+    assert_eq!(out.dead.len(), 1, "{:?}", out.dead);
+    assert_eq!((out.dead[0]["code"].as_str(), out.dead[0]["seq"].as_str()), (Some("malformed"), Some("2")));
+    let mut f = tempfile::Builder::new().suffix(".csv").tempfile().unwrap();
+    f.write_all(b"a,b\n1,x\n2,\xff\n3,\"q\xff\"\n4,y\n").unwrap();
+    for extra in ["", "infer_rows = 0"] {
+        let out = read(spec(f.path(), extra), Format::Arrow, None, 100).await;
+        let rows: usize = out.batches.iter().map(|b| b.len()).sum();
+        assert_eq!(rows, 2, "{extra}");
+        let seqs: Vec<&str> = out.dead.iter().map(|d| d["seq"].as_str().unwrap()).collect();
+        assert_eq!(seqs, ["3", "4"], "{extra}");
+        assert!(out.dead.iter().all(|d| d["message"].as_str().unwrap().contains("UTF-8")), "{:?}", out.dead);
+    }
+}
+
+#[tokio::test]
 async fn records_over_max_record_bytes_go_to_the_dlq_with_a_prefix() {
     let big = "x".repeat(3 << 20);
     let f = file(&format!("a,b\n1,ok\n2,{big}\n3,ok\n"), ".csv");
