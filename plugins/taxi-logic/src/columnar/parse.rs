@@ -80,22 +80,24 @@ pub(crate) struct Columns {
 }
 
 pub(crate) fn parse(batch: &RecordBatch) -> (Columns, Rejects) {
+    // The first problem of a row is the one of lowest rank, whatever order
+    // the columns are converted in.
+    let (t, mut rj) = parse_trips(batch);
     let n = batch.num_rows();
-    let mut rj = Rejects::new(n);
     let col = |i: usize| batch.column_by_name(FIELDS[i].name);
     let cols = Columns {
         id: strings(col(f::ID), f::ID, n, &mut rj),
-        vendor_id: ints::<Int32Type>(col(f::VENDOR_ID), f::VENDOR_ID, n, &mut rj),
-        pickup: timestamps(col(f::PICKUP_DATE), f::PICKUP_DATE, n, &mut rj),
-        dropoff: timestamps(col(f::DROPOFF_DATE), f::DROPOFF_DATE, n, &mut rj),
-        passengers: ints::<Int32Type>(col(f::PASSENGER_COUNT), f::PASSENGER_COUNT, n, &mut rj),
-        pickup_lon: floats(col(f::PICKUP_LON), f::PICKUP_LON, n, &mut rj),
-        pickup_lat: floats(col(f::PICKUP_LAT), f::PICKUP_LAT, n, &mut rj),
-        dropoff_lon: floats(col(f::DROPOFF_LON), f::DROPOFF_LON, n, &mut rj),
-        dropoff_lat: floats(col(f::DROPOFF_LAT), f::DROPOFF_LAT, n, &mut rj),
+        vendor_id: t.vendor_id,
+        pickup: t.pickup,
+        dropoff: t.dropoff,
+        passengers: t.passengers,
+        pickup_lon: t.pickup_lon,
+        pickup_lat: t.pickup_lat,
+        dropoff_lon: t.dropoff_lon,
+        dropoff_lat: t.dropoff_lat,
         flag: strings(col(f::STORE_AND_FWD), f::STORE_AND_FWD, n, &mut rj),
-        gc_distance: floats(col(f::GC_DISTANCE), f::GC_DISTANCE, n, &mut rj),
-        trip_duration: ints::<Int64Type>(col(f::TRIP_DURATION), f::TRIP_DURATION, n, &mut rj),
+        gc_distance: t.gc_distance,
+        trip_duration: t.trip_duration,
         google_distance: floats(col(f::GOOGLE_DISTANCE), f::GOOGLE_DISTANCE, n, &mut rj),
         google_duration: ints::<Int64Type>(col(f::GOOGLE_DURATION), f::GOOGLE_DURATION, n, &mut rj),
     };
