@@ -173,8 +173,20 @@ impl StageNode {
             return Err(contract(format!("rejected index {} is out of range (batch of {n})", r.index)));
         }
         writes.commit(&self.state);
-        let rejected = out.rejected.into_iter().map(wire::from_wit_rejection).collect();
-        Ok(Checked { data, origin: out.origin, rejected })
+        let mut rejected: Vec<Rejection> = out.rejected.into_iter().map(wire::from_wit_rejection).collect();
+        let (data, origin) = match data {
+            BatchData::Json(j) => {
+                // Sinks write a plugin's JSON documents as they are: one that
+                // is not a one-line object would corrupt an NDJSON file.
+                let (j, origin, bad) = wire::keep_json_objects(j, out.origin);
+                rejected.extend(bad.into_iter().map(|(i, m)| {
+                    Rejection::new(i as usize, "plugin_contract", format!("plugin {plugin} returned {m}"))
+                }));
+                (BatchData::Json(j), origin)
+            }
+            data => (data, out.origin),
+        };
+        Ok(Checked { data, origin, rejected })
     }
 
     fn emit(&mut self, input: &Batch, raw: &Batch, out: Checked) -> Result<(), super::edge::Closed> {

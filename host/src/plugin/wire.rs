@@ -48,6 +48,46 @@ pub fn decode(b: types::Batch) -> Result<(BatchData, usize), String> {
     }
 }
 
+/// Why a JSON document a plugin returned cannot be a record downstream:
+/// not UTF-8, not JSON, not an object, or on several lines (sinks write
+/// NDJSON). `None` when it can.
+pub fn json_record_problem(doc: &[u8]) -> Option<String> {
+    if std::str::from_utf8(doc).is_err() {
+        return Some("a record that is not UTF-8".into());
+    }
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(doc) {
+        return Some(format!("a record that is not JSON ({e})"));
+    }
+    if !doc.trim_ascii_start().starts_with(b"{") {
+        return Some("a record that is not a JSON object".into());
+    }
+    if memchr::memchr2(b'\n', b'\r', doc).is_some() {
+        return Some("a record on several lines (records are one line of JSON each)".into());
+    }
+    None
+}
+
+/// The documents of `j` that can be records, with their origins; for the
+/// others, (origin, why). No copy when every document passes.
+pub fn keep_json_objects(j: JsonRecords, origin: Vec<u32>) -> (JsonRecords, Vec<u32>, Vec<(u32, String)>) {
+    let problems: Vec<(usize, String)> =
+        j.iter().enumerate().filter_map(|(k, d)| json_record_problem(d).map(|m| (k, m))).collect();
+    if problems.is_empty() {
+        return (j, origin, Vec::new());
+    }
+    let mut kept = JsonRecords::with_capacity(j.len() - problems.len(), j.buf.len());
+    let mut kept_origin = Vec::with_capacity(origin.len() - problems.len());
+    let mut bad = problems.iter().peekable();
+    for (k, doc) in j.iter().enumerate() {
+        if bad.next_if(|(b, _)| *b == k).is_none() {
+            kept.push(doc);
+            kept_origin.push(origin[k]);
+        }
+    }
+    let bad = problems.into_iter().map(|(k, m)| (origin[k], m)).collect();
+    (kept, kept_origin, bad)
+}
+
 pub fn ipc_bytes(b: &RecordBatch) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(b.get_array_memory_size() + 1024);
     let mut w = StreamWriter::try_new(&mut out, &b.schema()).map_err(|e| e.to_string())?;
@@ -74,5 +114,27 @@ pub fn ipc_batch(bytes: Vec<u8>) -> Result<RecordBatch, String> {
     match batches.len() {
         1 => Ok(batches.pop().expect("one")),
         _ => arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_one_line_json_objects_pass_as_records() {
+        let docs: [&[u8]; 6] = [br#"{"a":1}"#, b"{\"a\":\"\xff\"}", b"[1]", b"{\"a\":", b"{\n\"a\": 1\n}", br#" {"b":2} "#];
+        let mut j = JsonRecords::with_capacity(6, 64);
+        docs.iter().for_each(|d| j.push(d));
+        let (kept, origin, bad) = keep_json_objects(j, vec![10, 11, 12, 13, 14, 15]);
+        assert_eq!(kept.iter().collect::<Vec<_>>(), [docs[0], docs[5]]);
+        assert_eq!(origin, [10, 15]);
+        let bad: Vec<u32> = bad.iter().map(|(i, _)| *i).collect();
+        assert_eq!(bad, [11, 12, 13, 14]);
+        // All good: handed back as they were.
+        let mut j = JsonRecords::with_capacity(1, 8);
+        j.push(br#"{"a":1}"#);
+        let (kept, origin, bad) = keep_json_objects(j, vec![3]);
+        assert_eq!((kept.len(), origin, bad.len()), (1, vec![3], 0));
     }
 }
