@@ -72,6 +72,21 @@ pub fn row_json(batch: &RecordBatch, row: usize) -> Vec<u8> {
     }
 }
 
+/// Why bytes are not one JSON value.
+#[derive(Debug)]
+pub enum NotJson {
+    Utf8(std::str::Utf8Error),
+    Syntax(serde_json::Error),
+}
+
+/// Whether `bytes` are one JSON value, checked without building it. JSON is
+/// UTF-8, and serde_json skips the strings it ignores without checking
+/// theirs: that is checked first, or such bytes would pass as JSON.
+pub fn check_json(bytes: &[u8]) -> Result<(), NotJson> {
+    std::str::from_utf8(bytes).map_err(NotJson::Utf8)?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(bytes).map(drop).map_err(NotJson::Syntax)
+}
+
 /// [`row_json`] of each of `rows`, rendered in one pass when they all can be.
 pub fn rows_json(batch: &RecordBatch, rows: &[usize]) -> Vec<Vec<u8>> {
     let together = || -> Option<Vec<Vec<u8>>> {

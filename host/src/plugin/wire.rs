@@ -7,6 +7,7 @@ use arrow::ipc::writer::StreamWriter;
 
 use super::bindings::types;
 use crate::batch::{BatchData, Format, JsonRecords, Rejection};
+use crate::convert::NotJson;
 
 
 pub fn from_wit_format(f: types::Format) -> Format {
@@ -52,11 +53,10 @@ pub fn decode(b: types::Batch) -> Result<(BatchData, usize), String> {
 /// not UTF-8, not JSON, not an object, or on several lines (sinks write
 /// NDJSON). `None` when it can.
 pub fn json_record_problem(doc: &[u8]) -> Option<String> {
-    if std::str::from_utf8(doc).is_err() {
-        return Some("a record that is not UTF-8".into());
-    }
-    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(doc) {
-        return Some(format!("a record that is not JSON ({e})"));
+    match crate::convert::check_json(doc) {
+        Err(NotJson::Utf8(_)) => return Some("a record that is not UTF-8".into()),
+        Err(NotJson::Syntax(e)) => return Some(format!("a record that is not JSON ({e})")),
+        Ok(()) => {}
     }
     if !doc.trim_ascii_start().starts_with(b"{") {
         return Some("a record that is not a JSON object".into());

@@ -51,9 +51,7 @@ fn entry(d: &DeadLetter, time: &str) -> Vec<u8> {
     serde_json::to_writer(&mut out, &e).expect("a dead letter always serializes");
     out.pop(); // the object's closing brace: `record` follows
     out.extend_from_slice(b",\"record\":");
-    // serde_json skips the strings it ignores without checking their UTF-8.
-    let is_json = std::str::from_utf8(&d.record).is_ok()
-        && serde_json::from_slice::<serde::de::IgnoredAny>(&d.record).is_ok();
+    let is_json = crate::convert::check_json(&d.record).is_ok();
     if is_json && memchr::memchr2(b'\n', b'\r', &d.record).is_none() {
         // Checked without building it: no per-record tree of allocations.
         out.extend_from_slice(d.record.trim_ascii());

@@ -21,6 +21,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 
 use super::file::typing::{self, Cell, ColumnType};
 use crate::batch::{Batch, BatchData, Format, JsonRecords, Origin, RecordMeta};
+use crate::convert::NotJson;
 use crate::dead_letter::DeadLetter;
 
 enum Builder {
@@ -258,21 +259,15 @@ impl RowBatcher {
     /// silently dropped value).
     pub fn push_json(&mut self, meta: RecordMeta, line: &[u8]) {
         if self.format == Format::Json {
-            // serde_json skips the strings it ignores without checking their
-            // UTF-8, and JSON is UTF-8: a record must not reach a plugin or a
-            // sink as anything else.
-            if std::str::from_utf8(line).is_err() {
-                self.bad_row(meta, line, "the line is not valid UTF-8");
-                return;
-            }
-            match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
-                Ok(_) if line.trim_ascii_start().starts_with(b"{") => {
+            match crate::convert::check_json(line) {
+                Ok(()) if line.trim_ascii_start().starts_with(b"{") => {
                     self.bytes += line.len();
                     self.json.push(line.trim_ascii());
                     self.meta.push(meta);
                 }
-                Ok(_) => self.bad_row(meta, line, "the line is JSON but not an object"),
-                Err(e) => self.bad_row(meta, line, format!("invalid JSON: {e}")),
+                Ok(()) => self.bad_row(meta, line, "the line is JSON but not an object"),
+                Err(NotJson::Utf8(_)) => self.bad_row(meta, line, "the line is not valid UTF-8"),
+                Err(NotJson::Syntax(e)) => self.bad_row(meta, line, format!("invalid JSON: {e}")),
             }
             return;
         }

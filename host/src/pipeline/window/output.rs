@@ -6,6 +6,7 @@
 use sha2::{Digest, Sha256};
 
 use super::assign::Span;
+use crate::convert::NotJson;
 
 /// Event time (ms since the epoch) as `2016-01-01T00:01:00.000Z`.
 pub fn rfc3339_ms(ms: i64) -> String {
@@ -37,11 +38,10 @@ pub fn id(stage: &str, span: Span, key: &[u8]) -> String {
 /// not rebuilt); a document that has one of them already is rebuilt with
 /// the host's values instead.
 pub fn decorate(doc: &[u8], id: &str, span: Span) -> Result<Vec<u8>, String> {
-    // serde_json skips the strings it ignores without checking their UTF-8:
-    // checked here, or a plugin's bytes would reach the sinks as they are.
-    std::str::from_utf8(doc).map_err(|e| format!("finish returned JSON that is not UTF-8: {e}"))?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(doc)
-        .map_err(|e| format!("finish returned invalid JSON: {e}"))?;
+    crate::convert::check_json(doc).map_err(|e| match e {
+        NotJson::Utf8(e) => format!("finish returned JSON that is not UTF-8: {e}"),
+        NotJson::Syntax(e) => format!("finish returned invalid JSON: {e}"),
+    })?;
     let body = doc.trim_ascii();
     if body.first() != Some(&b'{') {
         return Err("finish returned JSON that is not an object".into());
