@@ -164,8 +164,8 @@ impl Batch {
 
 /// Why one record of a batch was not processed: the one record-failure type.
 /// Host conversions, sinks and (through `plugin::wire`) plugins report
-/// failures as these; `dead_letter::DeadLetter::of` turns one into a dead
-/// letter with the record's provenance and bytes.
+/// failures as these; `dead_letter::DeadLetter::all` turns them into dead
+/// letters with the records' provenance and bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     /// Index of the record in the batch it was rejected from.

@@ -22,20 +22,9 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// Record `r.index` of `batch`, rejected by `node`. `batch` must be the
-    /// records as they arrived at the node, not the host's conversion of them.
-    pub fn of(node: &str, batch: &Batch, r: Rejection) -> Self {
-        Self {
-            node: node.into(),
-            record: record_bytes(batch, r.index),
-            meta: batch.meta[r.index].clone(),
-            origin: batch.origin.clone(),
-            code: r.code,
-            message: r.message,
-        }
-    }
-
-    /// Dead letters for `rejections` of `batch` (see [`DeadLetter::of`]).
+    /// Dead letters for `rejections` of `batch`, rejected by `node`: each
+    /// with its record's provenance and bytes. `batch` must be the records
+    /// as they arrived at the node, not the host's conversion of them.
     pub fn all(node: &str, batch: &Batch, rejections: impl IntoIterator<Item = Rejection>) -> Vec<Self> {
         let node: Arc<str> = node.into();
         let rejections: Vec<Rejection> = rejections.into_iter().collect();
@@ -75,18 +64,10 @@ impl DeadLetter {
     }
 }
 
-/// Record `i` of `batch` as bytes: the JSON document itself, or an Arrow row
-/// rendered as one.
-pub fn record_bytes(batch: &Batch, i: usize) -> Vec<u8> {
-    match &batch.data {
-        BatchData::Json(j) => j.get(i).to_vec(),
-        BatchData::Arrow(rb) => crate::convert::row_json(rb, i),
-    }
-}
-
-/// [`record_bytes`] of several records. Arrow rows are rendered together:
-/// a JSON writer per row cost several µs per rejected record.
-fn records_bytes(batch: &Batch, rows: impl ExactSizeIterator<Item = usize>) -> Vec<Vec<u8>> {
+/// Records `rows` of `batch` as bytes: the JSON document itself, or an
+/// Arrow row rendered as one. Arrow rows are rendered together: a JSON
+/// writer per row cost several µs per rejected record.
+pub fn records_bytes(batch: &Batch, rows: impl ExactSizeIterator<Item = usize>) -> Vec<Vec<u8>> {
     match &batch.data {
         BatchData::Json(j) => rows.map(|i| j.get(i).to_vec()).collect(),
         BatchData::Arrow(rb) => crate::convert::rows_json(rb, &rows.collect::<Vec<_>>()),

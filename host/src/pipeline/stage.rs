@@ -343,7 +343,7 @@ mod tests {
 
     use super::*;
     use crate::batch::{JsonRecords, Origin};
-    use crate::dead_letter::record_bytes;
+    use crate::dead_letter::records_bytes;
     use crate::pipeline::edge::{Edge, Envelope};
     use crate::pipeline::msg::Msg;
 
@@ -391,7 +391,7 @@ mod tests {
         let mut out = Vec::new();
         while let Ok(env) = rx.try_recv() {
             if let Msg::Data(b) = env.msg {
-                out.extend((0..b.len()).map(|i| serde_json::from_slice(&record_bytes(&b, i)).expect("json record")));
+                out.extend(records_bytes(&b, 0..b.len()).iter().map(|r| serde_json::from_slice::<Value>(r).expect("json record")));
             }
         }
         out

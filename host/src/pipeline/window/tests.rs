@@ -12,7 +12,7 @@ use super::detached::{detached, Detached};
 use super::*;
 use crate::batch::Batch;
 use crate::config::window::{WindowKind, Windowing};
-use crate::dead_letter::record_bytes;
+use crate::dead_letter::records_bytes;
 use crate::pipeline::edge::Envelope;
 use crate::pipeline::msg::Msg;
 
@@ -60,7 +60,7 @@ fn received(rx: &mut mpsc::Receiver<Envelope>) -> Vec<Value> {
     let mut out = Vec::new();
     while let Ok(env) = rx.try_recv() {
         if let Msg::Data(b) = env.msg {
-            out.extend((0..b.len()).map(|i| serde_json::from_slice(&record_bytes(&b, i)).unwrap()));
+            out.extend(records_bytes(&b, 0..b.len()).iter().map(|r| serde_json::from_slice::<Value>(r).unwrap()));
         }
     }
     out
