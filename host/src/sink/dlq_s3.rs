@@ -224,25 +224,26 @@ impl Sink for S3DlqSink {
     async fn recover(&mut self, token: Option<&serde_json::Value>) -> Result<(), SinkError> {
         self.open.clear();
         self.failed = None;
-        let keep = match token {
-            Some(token) => {
-                let t = self.parse(token)?;
-                self.commit_files(&t).await?;
-                self.epoch = self.epoch.max(t.epoch + 1);
-                self.generation = t.generation.clone();
-                self.marked = true;
-                t.files
-            }
-            None => Vec::new(),
-        };
+        if let Some(token) = token {
+            let t = self.parse(token)?;
+            self.commit_files(&t).await?;
+            self.epoch = self.epoch.max(t.epoch + 1);
+            self.generation = t.generation.clone();
+            self.marked = true;
+        }
         self.next_n = 0;
         // As the Parquet sink: this generation's uploads and unmarked ones
         // are stale; other marked generations may belong to another checkpoint.
+        // The token's objects are complete by now, so an upload still listed
+        // under one of their keys is another one: an instance that lost its
+        // lease while paused stages under the same names (it continues the
+        // same generation and epoch) before it finds out. Keeping uploads by
+        // key would leave that one behind for good.
         let staged = self.backend.staged().await.map_err(|e| self.err(e))?;
         let marked = self.backend.generations().await.map_err(|e| self.err(e))?;
         let stale: Vec<String> = staged
             .into_iter()
-            .filter(|k| !keep.iter().any(|p| &p.key == k) && !k.starts_with(MARKERS))
+            .filter(|k| !k.starts_with(MARKERS))
             .filter(|k| match generation_of(k) {
                 Some(g) => g == self.generation || !marked.iter().any(|m| m == g),
                 None => true,

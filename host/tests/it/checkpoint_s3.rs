@@ -10,7 +10,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use sluice::checkpoint::s3::{Options, S3Store, S3Url};
 use sluice::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 
-fn endpoint() -> Option<String> {
+pub(crate) fn endpoint() -> Option<String> {
     match std::env::var("SLUICE_TEST_S3_ENDPOINT") {
         Ok(e) if !e.is_empty() => Some(e),
         _ => {
@@ -21,7 +21,7 @@ fn endpoint() -> Option<String> {
     }
 }
 
-fn client(endpoint: &str) -> aws_sdk_s3::Client {
+pub(crate) fn client(endpoint: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(endpoint)
@@ -33,7 +33,7 @@ fn client(endpoint: &str) -> aws_sdk_s3::Client {
 }
 
 /// A fresh bucket per test, so tests run in parallel on one moto.
-async fn bucket(c: &aws_sdk_s3::Client) -> String {
+pub(crate) async fn bucket(c: &aws_sdk_s3::Client) -> String {
     let name = format!("cp-{:016x}", rand::random::<u64>());
     c.create_bucket().bucket(&name).send().await.expect("create bucket");
     name

@@ -11,6 +11,7 @@ mod chaos;
 mod support;
 
 mod checkpoint_s3;
+mod dlq_s3;
 mod kinesis_errors;
 mod kinesis_faults;
 mod kinesis_kpl;

@@ -29,7 +29,7 @@ fn repo_root() -> PathBuf {
 }
 
 /// Test credentials for the emulator when the environment has none; never IMDS.
-fn test_env() {
+pub fn test_env() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var_os("RUST_LOG").is_some() {
