@@ -139,11 +139,14 @@ def assert_sizes_follow_max_file_bytes(root: Path, max_file: int = MAX_FILE):
 @pytest.mark.parametrize("interval", ["2s", "200ms"])
 def test_files_roll_by_size_not_by_checkpoint(sluice, big_csv, tmp_path, interval):
     """2 s as Firehose users would set it; 200 ms so that a run of a few
-    seconds has many more checkpoints than files."""
+    seconds has many more checkpoints than files. That run is paced to ~4 s
+    of reading however fast the machine (unpaced, it once read everything
+    in 1.1 s: 4 checkpoints, too few to tell)."""
     source, rows = big_csv
     out = tmp_path / "out"
+    pace = f"max_records_per_second = {max(rows // 4, 1)}" if interval == "200ms" else ""
     p = write_pipeline(tmp_path / "p.toml", out, source, partition_by="part", extra='max_file_bytes = "32MiB"',
-                       interval=interval)
+                       interval=interval, source_extra=pace)
     started = time.monotonic()
     r = sluice.run(p)
     took = time.monotonic() - started
@@ -178,12 +181,15 @@ def test_files_roll_by_size_not_by_checkpoint_on_s3(sluice, s3_csv, tmp_path, in
     after download: files per partition by size, every row once, no chunk
     or multipart upload left. With `1h` no checkpoint falls in the run, so
     only the size check rolls files (it once let a 16 MiB limit give one
-    19 MiB file per partition: it looked only every 8192 rows)."""
+    19 MiB file per partition: it looked only every 8192 rows). The short
+    interval's run is paced to ~5 s of reading (unpaced, it once took 2.7 s:
+    2 checkpoints, too few to tell)."""
     source, rows = s3_csv
     bucket = new_bucket(MOTO)
     out = tmp_path / "out"
+    pace = f"max_records_per_second = {max(rows // 5, 1)}" if interval != "1h" else ""
     p = write_pipeline(tmp_path / "p.toml", out, source, partition_by="part", lake=f"s3://{bucket}/lake",
-                       extra=f'max_file_bytes = "{S3_MAX_FILE >> 20}MiB"', interval=interval)
+                       extra=f'max_file_bytes = "{S3_MAX_FILE >> 20}MiB"', interval=interval, source_extra=pace)
     started = time.monotonic()
     r = sluice.run(p, env=aws_env(MOTO))
     took = time.monotonic() - started
