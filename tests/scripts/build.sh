@@ -25,8 +25,8 @@ log "building plugins (wasm32-wasip2, release; output shown when done)"
     cargo build --release --target wasm32-wasip2
     # The plugin crates' own tests run natively (the test suite's step 4).
     if [[ "${SLUICE_BUILD_TESTS:-0}" == 1 ]]; then
-        cargo test --release --no-run --target "$(rustc -vV | sed -n 's/^host: //p')" \
-            -p taxi-logic -p trip-stats -p aggregate
+        cargo test --profile native-test --no-run --target "$(rustc -vV | sed -n 's/^host: //p')" \
+            -p taxi-logic -p trip-stats -p aggregate -p sluice-plugin-sdk
     fi
 ) >"$plugins_log" 2>&1 &
 plugins_pid=$!

@@ -161,7 +161,7 @@ if [[ "${SKIP_CARGO_TEST:-0}" != 1 ]]; then
     # plugin workspace (which defaults to wasm32-wasip2), like the SDK: test them natively there.
     host_triple="$(rustc -vV | sed -n 's/^host: //p')"
     run_cargo_test cargo-test-taxi-logic \
-        cargo test --release --no-fail-fast --manifest-path plugins/Cargo.toml --target "$host_triple" \
+        cargo test --profile native-test --no-fail-fast --manifest-path plugins/Cargo.toml --target "$host_triple" \
         -p taxi-logic -p trip-stats -p aggregate -p sluice-plugin-sdk
 fi
 
