@@ -5,7 +5,6 @@ use std::sync::Arc;
 use sluice::batch::{Batch, BatchData, JsonRecords, Origin, RecordMeta};
 use sluice::config::DlqSpec;
 use sluice::sink::dlq::dlq_sink;
-use sluice::sink::Sink;
 
 use super::checkpoint_s3::{bucket, client, endpoint};
 
