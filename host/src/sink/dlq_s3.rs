@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::parquet::backend::{Backend, BackendError, Pending, S3Backend, Staged, MARKERS};
+use super::parquet::backend::{Backend, BackendError, Pending, S3Backend, Staged};
 use super::{Sink, SinkError, Written};
 use crate::batch::{Batch, BatchData, Format};
 use crate::s3::{S3Keys, S3Url};
@@ -180,12 +180,6 @@ impl S3DlqSink {
     }
 }
 
-/// The generation of `dir/part-{generation}-...` (see the Parquet naming).
-fn generation_of(key: &str) -> Option<&str> {
-    let name = key.rsplit('/').next()?;
-    name.strip_prefix("part-")?.split('-').next()
-}
-
 #[async_trait]
 impl Sink for S3DlqSink {
     fn takes(&self) -> Format {
@@ -241,14 +235,7 @@ impl Sink for S3DlqSink {
         // key would leave that one behind for good.
         let staged = self.backend.staged().await.map_err(|e| self.err(e))?;
         let marked = self.backend.generations().await.map_err(|e| self.err(e))?;
-        let stale: Vec<String> = staged
-            .into_iter()
-            .filter(|k| !k.starts_with(MARKERS))
-            .filter(|k| match generation_of(k) {
-                Some(g) => g == self.generation || !marked.iter().any(|m| m == g),
-                None => true,
-            })
-            .collect();
+        let (stale, _) = super::parquet::stale(staged, &[], &self.generation, &marked);
         if !stale.is_empty() {
             tracing::info!(sink = %self.name, removed = stale.len(), "aborted DLQ uploads staged after the last checkpoint (their records will be replayed)");
         }
@@ -272,9 +259,12 @@ mod tests {
             "bad_duration/year=2026/month=03/day=04/hour=05"
         );
         assert!(S3DlqSink::dir_of(b"not json").starts_with("unknown/year="));
-        assert_eq!(
-            generation_of("c/year=1/part-0123456789abcdef-00000001-0000.ndjson"),
-            Some("0123456789abcdef")
-        );
+        // Named like Parquet files, so their staleness rule applies: this
+        // generation's object is stale, a marked other one's is left alone.
+        let staged = ["c/year=1/part-0123456789abcdef-00000001-0000.ndjson".to_owned(),
+                      "c/year=1/part-fedcba9876543210-00000001-0000.ndjson".to_owned()];
+        let marked = ["fedcba9876543210".to_owned()];
+        let (stale, left) = crate::sink::parquet::stale(staged.to_vec(), &[], "0123456789abcdef", &marked);
+        assert_eq!((stale, left), (vec![staged[0].clone()], 1));
     }
 }

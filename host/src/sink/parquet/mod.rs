@@ -64,7 +64,7 @@ pub use self::ddl::{athena_ddl, athena_ddl_with, Projection};
 use self::layout::Layout;
 pub use self::partition::NULL_PARTITION;
 // The S3 DLQ names its objects the same way.
-pub(crate) use self::naming::new_generation;
+pub(crate) use self::naming::{new_generation, stale};
 pub(crate) use self::partition::escape as escape_partition;
 use self::rolling::{OpenFile, OpenRecord};
 pub use self::schema::RecordedColumn;
@@ -551,16 +551,7 @@ impl ParquetSink {
         let err = |e| backend_err(&self.name, e);
         let staged = self.backend.staged().await.map_err(err)?;
         let marked = self.backend.generations().await.map_err(err)?;
-        let (mut stale, mut left) = (Vec::new(), 0usize);
-        for key in staged {
-            if keep.contains(&key.as_str()) {
-                continue;
-            }
-            match naming::generation_of(&key) {
-                Some(g) if g != self.generation && marked.iter().any(|m| m == g) => left += 1,
-                _ => stale.push(key),
-            }
-        }
+        let (stale, left) = naming::stale(staged, keep, &self.generation, &marked);
         self.backend.discard(&stale).await.map_err(err)?;
         if !stale.is_empty() {
             tracing::info!(sink = %self.name, removed = stale.len(), "removed files staged after the last checkpoint (their records will be replayed)");

@@ -48,6 +48,26 @@ pub fn generation_of(key: &str) -> Option<&str> {
     (g.len() == GENERATION_LEN && g.bytes().all(|b| b.is_ascii_hexdigit())).then_some(g)
 }
 
+/// Which `staged` keys (uploads and chunks, table-relative) no checkpoint
+/// will commit, for a sink writing `generation` after its recovery committed
+/// the last token: its own generation's (except `keep`), those of
+/// generations that never prepared (not in `marked`: no token can name
+/// them), and those named before generations existed. Also how many were
+/// left alone: staged objects of other marked generations, which another
+/// run's checkpoint may still commit. Shared by the Parquet sink and the
+/// DLQ in S3, which name their objects alike.
+pub fn stale(staged: Vec<String>, keep: &[&str], generation: &str, marked: &[String]) -> (Vec<String>, usize) {
+    let (mut stale, mut left) = (Vec::new(), 0usize);
+    // Markers are plain objects, never staged; skipped should one be listed.
+    for key in staged.into_iter().filter(|k| !keep.contains(&k.as_str()) && !k.starts_with(super::backend::MARKERS)) {
+        match generation_of(&key) {
+            Some(g) if g != generation && marked.iter().any(|m| m == g) => left += 1,
+            _ => stale.push(key),
+        }
+    }
+    (stale, left)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
