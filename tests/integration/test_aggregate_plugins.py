@@ -6,7 +6,8 @@
   values DuckDB computes with the same window arithmetic (half-open
   [start, end); sliding windows start at epoch multiples of the slide;
   sessions split where two readings of a station are `gap` or more apart).
-  Readings far later than the allowed lateness are in the DLQ with code
+  Readings far later than the allowed lateness, and (sessions) readings
+  that would reach into a session already closed, are in the DLQ with code
   `late` and in no window; readings without a time or with a non-number are
   in the DLQ with their codes.
 - `trip-stats` in pipelines/taxi-stats-local.toml on generated trips equals
@@ -53,7 +54,7 @@ def epoch_ms(s: str) -> int:
 T0 = 1_714_557_600_000  # 2024-05-01T10:00:00Z
 
 
-def readings(seed: int = 11):
+def readings(seed: int = 11, reaching: bool = False):
     """(arrival-ordered lines, on-time readings, late readings, refused lines with their codes).
 
     Four stations emit bursts: mostly 0.2-6 s apart, sometimes 10-90 s (so
@@ -61,7 +62,13 @@ def readings(seed: int = 11):
     session), and some exactly on a minute (a window boundary). Arrival order
     is event time plus up to 8 s of jitter (well within the 1-minute
     lateness); after 25 minutes of stream, a few readings arrive 15 minutes
-    late (in windows that closed long before)."""
+    late (in windows that closed long before).
+
+    `reaching` (session windows): after 10 minutes, some readings arrive 1 ms
+    before the end of a session of their station that has just closed (ended
+    60-89 s before the largest time seen): late, though a session of their
+    own would still be open. Joining would change a final result; a second
+    session overlapping the closed one would be two results for one."""
     rng = random.Random(seed)
     good = []
     for s in range(4):
@@ -76,10 +83,23 @@ def readings(seed: int = 11):
     arrival = sorted(good, key=lambda g: g["ts"] + rng.randrange(0, 8_000))
     lines, late, refused = [], [], []
     max_seen = 0
+    seen = {f"st-{s}": [] for s in range(4)}
     for g in arrival:
         max_seen = max(max_seen, g["ts"])
         doc = {"station": g["station"], "ts": iso_ms(g["ts"]), "temp_c": g["temp_c"], "humidity": g["humidity"]}
         lines.append(doc)
+        seen[g["station"]].append(g["ts"])
+        if reaching and max_seen > T0 + 10 * 60_000 and rng.random() < 0.02:
+            # Every reading of a session that ended by max_seen - 60 s has
+            # arrived: those still to come are at most 8 s behind max_seen.
+            st = f"st-{rng.randrange(4)}"
+            ends = [a + GAP_MS for a, b in zip(sorted(seen[st]), sorted(seen[st])[1:] + [None])
+                    if b is None or b - a >= GAP_MS]
+            closed = [e for e in ends if max_seen - 89_000 < e <= max_seen - 60_000]
+            if closed:
+                late.append({"station": st, "ts": iso_ms(closed[-1] - 1), "temp_c": 98.5, "humidity": 1,
+                             "reaching": True})
+                lines.append(late[-1])
         if max_seen > T0 + 25 * 60_000 and rng.random() < 0.01:
             lt = max_seen - 15 * 60_000 - rng.randrange(0, 60_000)
             late.append({"station": f"st-{rng.randrange(4)}", "ts": iso_ms(lt), "temp_c": 99.5, "humidity": 1,
@@ -157,8 +177,10 @@ def expected(kind: str, good: list[dict]) -> dict:
 @pytest.mark.parametrize("kind", ["tumbling", "sliding", "session"])
 def test_generic_aggregate_matches_duckdb(kind, sluice, tmp_path, out_dir):
     need_plugins("aggregate")
-    lines, good, late, refused = readings()
+    lines, good, late, refused = readings(reaching=kind == "session")
     assert late and refused and len(good) > 800
+    if kind == "session":
+        assert sum(1 for d in late if d.get("reaching")) >= 3
     inp = tmp_path / "readings.ndjson"
     inp.write_text("".join(json.dumps(d) + "\n" for d in lines))
     pipeline = tmp_path / f"{kind}.toml"
@@ -188,8 +210,8 @@ def test_generic_aggregate_matches_duckdb(kind, sluice, tmp_path, out_dir):
     assert late_got == sorted(json.dumps(d, sort_keys=True) for d in late), "late readings are not exactly the DLQ's"
     assert sorted((e["code"], json.dumps(e["record"], sort_keys=True)) for e in dlq if e["code"] != "late") == \
         sorted((c, json.dumps(d, sort_keys=True)) for d, c in refused)
-    # A late reading's temperature (99.5) is in no window.
-    assert all(o["max_temp_c"] < 99 for o in out)
+    # A late reading's temperature (99.5, 98.5) is in no window.
+    assert all(o["max_temp_c"] < 98 for o in out)
 
 
 # --- trip-stats on taxi trips ----------------------------------------------------------------------

@@ -12,6 +12,7 @@ use tracing::warn;
 use super::output;
 use super::store::{Entry, WinKey};
 use super::{AggregateNode, Stop};
+use crate::config::window::WindowKind;
 use crate::batch::{Batch, BatchData, JsonRecords, Origin, RecordMeta, Rejection};
 use crate::dead_letter::DeadLetter;
 use crate::plugin::bindings::columns::{Blobs, Closed, Groups};
@@ -22,6 +23,10 @@ impl AggregateNode {
     /// Fire every window with `end <= up_to`.
     pub(crate) fn fire(&mut self, up_to: i64) -> Result<(), Stop> {
         let fired = self.store.take_through(up_to);
+        if let WindowKind::Session { gap } = self.windowing.kind {
+            // Even when nothing fired now: what fired before may be forgotten.
+            self.store.remember_fired(fired.iter().map(|(k, _)| k.clone()), gap, up_to);
+        }
         if fired.is_empty() {
             return Ok(());
         }

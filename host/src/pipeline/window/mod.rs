@@ -342,8 +342,20 @@ impl AggregateNode {
                         .collect();
                     let open_spans: Vec<Span> = open.iter().map(|&i| works[i].span).collect();
                     let (merged, absorbed) = merge_session(&open_spans, t, gap);
+                    // A closed session the record would reach into: one
+                    // about to fire (in this batch's store or work) or one
+                    // that fired. Joining it would change a result that is
+                    // final; a second session beside it would make two
+                    // results for one session. So the record is late.
+                    let reaches_closed = works
+                        .iter()
+                        .map(|w| w.span)
+                        .chain(self.store.fired_of(key))
+                        .find(|s| s.end <= closed && s.overlaps(&merged));
                     if merged.end <= closed {
                         Err(merged)
+                    } else if let Some(c) = reaches_closed {
+                        Err(c)
                     } else {
                         let mut w = Work {
                             span: merged,

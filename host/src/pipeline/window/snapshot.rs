@@ -27,6 +27,9 @@ pub fn take(n: &AggregateNode) -> Value {
         "partitions": parts,
         "open_windows": n.store.len(),
         "windows": aws_smithy_types::base64::encode(n.store.encode()),
+        // Absent from checkpoints written before sessions were remembered
+        // after firing: such a checkpoint restores with none remembered.
+        "fired_sessions": aws_smithy_types::base64::encode(n.store.encode_fired()),
         "keyed": crate::pipeline::stage::snapshot(&n.keyed),
     })
 }
@@ -53,6 +56,9 @@ pub fn restore(n: &mut AggregateNode, v: Option<&Value>) -> Result<(), PluginErr
         aws_smithy_types::base64::decode(blob).map_err(|e| corrupt(plugin, e.to_string()))?;
     let session = matches!(n.windowing.kind, WindowKind::Session { .. });
     let mut store = Store::decode(&bytes, session).map_err(|m| corrupt(plugin, m))?;
+    let fired = v.get("fired_sessions").and_then(Value::as_str).unwrap_or("");
+    let fired = aws_smithy_types::base64::decode(fired).map_err(|e| corrupt(plugin, e.to_string()))?;
+    store.decode_fired(&fired).map_err(|m| corrupt(plugin, m))?;
     let from = v.get("state_version").and_then(Value::as_u64).unwrap_or(0) as u32;
     migrate(plugin, &mut store, from)?;
     let parts = v

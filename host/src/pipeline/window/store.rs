@@ -1,9 +1,10 @@
 //! The open windows of an aggregate stage: per (window, key) the plugin's
 //! accumulator (and, for session windows, the values not accumulated yet,
 //! see `mod.rs`), ordered by (window end, key, window start) — the order
-//! windows fire in — with a per-key index of open sessions and a running
-//! byte count for the `state_memory` bound. Encodes to one compact binary
-//! blob for the checkpoint.
+//! windows fire in — with a per-key index of open sessions, per key the
+//! last session that fired while a record could still reach into it, and a
+//! running byte count for the `state_memory` bound. Encodes to compact
+//! binary blobs for the checkpoint.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -57,8 +58,15 @@ pub struct Store {
     entries: BTreeMap<WinKey, Entry>,
     /// Session windows only: key → its open sessions.
     sessions: HashMap<Vec<u8>, Vec<Span>>,
+    /// Session windows only: key → the latest-ending session of it that has
+    /// fired, while a record that is not late by its own session's end could
+    /// still reach into it (see `remember_fired`).
+    fired: HashMap<Vec<u8>, Span>,
     bytes: usize,
 }
+
+/// What one remembered fired session costs beyond its key.
+const FIRED_OVERHEAD: usize = 64;
 
 impl Store {
     pub fn len(&self) -> usize {
@@ -138,7 +146,70 @@ impl Store {
 
     /// Recompute the byte count after states were replaced in place (migration).
     pub fn recount(&mut self) {
-        self.bytes = self.entries.iter().map(|(k, e)| cost(k, e)).sum();
+        self.bytes = self.entries.iter().map(|(k, e)| cost(k, e)).sum::<usize>()
+            + self.fired.keys().map(|k| k.len() + FIRED_OVERHEAD).sum::<usize>();
+    }
+
+    /// The latest-ending fired session of `key` still remembered.
+    pub fn fired_of(&self, key: &[u8]) -> Option<Span> {
+        self.fired.get(key).copied()
+    }
+
+    /// Session windows: remember the sessions that just fired (per key the
+    /// latest-ending one) and forget those no record can reach any more.
+    /// A record at `t` reaches a session ending at `end` only when
+    /// `t < end`; its own session `[t, t + gap)` then ends before
+    /// `end + gap`, so once `end + gap <= closed` (closed: the watermark
+    /// less the allowed lateness, which only grows) such a record is late
+    /// by its own session's end and the fired one need not be known.
+    pub fn remember_fired(&mut self, fired: impl IntoIterator<Item = WinKey>, gap: i64, closed: i64) {
+        for k in fired {
+            let span = k.span();
+            match self.fired.get_mut(&k.key) {
+                Some(s) => {
+                    if span.end > s.end {
+                        *s = span;
+                    }
+                }
+                None => {
+                    self.bytes += k.key.len() + FIRED_OVERHEAD;
+                    self.fired.insert(k.key, span);
+                }
+            }
+        }
+        let bytes = &mut self.bytes;
+        self.fired.retain(|k, s| {
+            let keep = s.end.saturating_add(gap) > closed;
+            if !keep {
+                *bytes -= k.len() + FIRED_OVERHEAD;
+            }
+            keep
+        });
+    }
+
+    /// The remembered fired sessions: per key start, end (i64 LE) and the
+    /// key (u32 LE length + bytes), sorted by key (the same bytes for the
+    /// same sessions).
+    pub fn encode_fired(&self) -> Vec<u8> {
+        let mut keys: Vec<(&Vec<u8>, &Span)> = self.fired.iter().collect();
+        keys.sort();
+        let mut out = Vec::new();
+        for (k, s) in keys {
+            out.extend_from_slice(&s.start.to_le_bytes());
+            out.extend_from_slice(&s.end.to_le_bytes());
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k);
+        }
+        out
+    }
+
+    pub fn decode_fired(&mut self, mut b: &[u8]) -> Result<(), String> {
+        while !b.is_empty() {
+            let (start, end) = (codec::i64_(&mut b)?, codec::i64_(&mut b)?);
+            let key = codec::bytes(&mut b)?;
+            self.remember_fired([WinKey { end, key, start }], 0, i64::MIN);
+        }
+        Ok(())
     }
 
     /// Binary encoding: per entry start, end (i64 LE), key, state (flag +
@@ -169,24 +240,7 @@ impl Store {
     }
 
     pub fn decode(mut b: &[u8], session: bool) -> Result<Self, String> {
-        fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-            if b.len() < n {
-                return Err("window state is truncated".into());
-            }
-            let (h, t) = b.split_at(n);
-            *b = t;
-            Ok(h)
-        }
-        fn u32_(b: &mut &[u8]) -> Result<usize, String> {
-            Ok(u32::from_le_bytes(take(b, 4)?.try_into().expect("4 bytes")) as usize)
-        }
-        fn i64_(b: &mut &[u8]) -> Result<i64, String> {
-            Ok(i64::from_le_bytes(take(b, 8)?.try_into().expect("8 bytes")))
-        }
-        fn bytes(b: &mut &[u8]) -> Result<Vec<u8>, String> {
-            let n = u32_(b)?;
-            Ok(take(b, n)?.to_vec())
-        }
+        use codec::{bytes, i64_, take, u32_};
         let mut s = Store::default();
         while !b.is_empty() {
             let (start, end) = (i64_(&mut b)?, i64_(&mut b)?);
@@ -200,6 +254,28 @@ impl Store {
             s.put(WinKey { end, key, start }, Entry { state, values }, session);
         }
         Ok(s)
+    }
+}
+
+/// Reading the blobs back; every read checks the length first.
+mod codec {
+    pub fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+        if b.len() < n {
+            return Err("window state is truncated".into());
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Ok(h)
+    }
+    pub fn u32_(b: &mut &[u8]) -> Result<usize, String> {
+        Ok(u32::from_le_bytes(take(b, 4)?.try_into().expect("4 bytes")) as usize)
+    }
+    pub fn i64_(b: &mut &[u8]) -> Result<i64, String> {
+        Ok(i64::from_le_bytes(take(b, 8)?.try_into().expect("8 bytes")))
+    }
+    pub fn bytes(b: &mut &[u8]) -> Result<Vec<u8>, String> {
+        let n = u32_(b)?;
+        Ok(take(b, n)?.to_vec())
     }
 }
 
@@ -256,6 +332,21 @@ mod tests {
             (0, 0),
             "the byte count returns to zero"
         );
+    }
+
+    #[test]
+    fn fired_sessions_are_remembered_counted_encoded_and_forgotten() {
+        let mut s = Store::default();
+        s.remember_fired([k(0, 30, "a"), k(40, 70, "a"), k(10, 20, "b")], 30, 50);
+        assert_eq!(s.fired_of(b"a"), Some(Span { start: 40, end: 70 }), "the latest-ending one");
+        assert_eq!(s.fired_of(b"b"), None, "20 + 30 <= 50: nothing can reach it");
+        assert!(s.bytes() > 0);
+        let mut d = Store::default();
+        d.decode_fired(&s.encode_fired()).unwrap();
+        assert_eq!((d.fired_of(b"a"), d.bytes()), (s.fired_of(b"a"), s.bytes()));
+        assert!(d.decode_fired(&s.encode_fired()[..9]).is_err());
+        s.remember_fired([], 30, 100);
+        assert_eq!((s.fired_of(b"a"), s.bytes()), (None, 0));
     }
 
     #[test]

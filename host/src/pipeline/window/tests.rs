@@ -200,6 +200,49 @@ fn sessions_merge_across_batches_and_fire_after_the_gap() {
 }
 
 #[test]
+fn a_record_reaching_into_a_closed_session_is_late_not_a_second_session() {
+    // Gap 30, no lateness. Each late record below is not late by its own
+    // session's end, but would reach into a session that is closed.
+    let w = windowing(WindowKind::Session { gap: 30 }, 0);
+    let mut h = harness(w, None);
+    h.node.process(batch(&[("a", 0), ("a", 20)])).unwrap();
+    h.node.process(batch(&[("z", 60)])).unwrap(); // a's [0, 50) fires
+    assert_eq!(counts(&received(&mut h.out)), [(0, r#""a""#.into(), 2)]);
+    // Across a checkpoint: the fired session is remembered.
+    let saved = snapshot::take(&h.node);
+    let mut h = harness(w, Some(&saved));
+    // a@40 would reach [0, 50), which fired; a@55 starts a session of its own.
+    h.node.process(batch(&[("a", 40), ("a", 55)])).unwrap();
+    // b's [300, 330) closes at z@335 within the batch, before it fires.
+    h.node.process(batch(&[("b", 300), ("z", 335), ("b", 320)])).unwrap();
+    h.node.fire(i64::MAX).unwrap();
+    assert_eq!(
+        counts(&received(&mut h.out)),
+        [
+            (55, r#""a""#.into(), 1),
+            (60, r#""z""#.into(), 1),
+            (300, r#""b""#.into(), 1),
+            (335, r#""z""#.into(), 1)
+        ],
+        "no session overlaps another of its key"
+    );
+    let d = dead(&mut h.dlq);
+    let late: Vec<(&str, &[u8])> = d.iter().map(|l| (l.code.as_str(), l.record.as_slice())).collect();
+    assert_eq!(late, [("late", &br#"{"k":"a","t":40}"#[..]), ("late", &br#"{"k":"b","t":320}"#[..])]);
+    assert!(d[0].message.contains("[1970-01-01T00:00:00.000Z, 1970-01-01T00:00:00.050Z)"), "{}", d[0].message);
+}
+
+#[test]
+fn a_fired_session_is_forgotten_once_no_record_can_reach_it() {
+    let mut h = harness(windowing(WindowKind::Session { gap: 30 }, 0), None);
+    h.node.process(batch(&[("a", 0), ("z", 59)])).unwrap();
+    assert_eq!(h.node.store.fired_of(br#""a""#), Some(Span { start: 0, end: 30 }));
+    // Closed 60 = end 30 + gap 30: a record before 30 is now late by its own end.
+    h.node.process(batch(&[("z", 60)])).unwrap();
+    assert_eq!(h.node.store.fired_of(br#""a""#), None);
+}
+
+#[test]
 fn a_restored_stage_continues_as_if_never_stopped() {
     let w = windowing(WindowKind::Session { gap: 30 }, 10);
     let input: Vec<Vec<(&str, i64)>> = vec![
