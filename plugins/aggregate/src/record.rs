@@ -1,6 +1,8 @@
 //! One JSON record → (group key, event time, value bytes), or the rejection
 //! code and message.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 use taxi_logic::time;
 
@@ -86,10 +88,10 @@ pub fn extract(plan: &Plan, doc: &[u8]) -> Result<Extracted, Refusal> {
         })?;
         value.extend_from_slice(&n.to_le_bytes());
     }
-    let group: Vec<&Value> = plan
+    let group: Vec<Cow<'_, Value>> = plan
         .group_by
         .iter()
-        .map(|(_, p)| lookup(&v, p).unwrap_or(&Value::Null))
+        .map(|(_, p)| canonical(lookup(&v, p).unwrap_or(&Value::Null)))
         .collect();
     let key = serde_json::to_vec(&group).map_err(|e| (codes::MALFORMED, e.to_string()))?;
     Ok(Extracted {
@@ -97,6 +99,28 @@ pub fn extract(plan: &Plan, doc: &[u8]) -> Result<Extracted, Refusal> {
         time_ms,
         value,
     })
+}
+
+/// A group value with equal numbers written alike: `1`, `1.0` and `1e0`
+/// are one number in JSON (and one group in SQL over it), so a float with
+/// an integral value (within ±2^53, where floats hold every integer)
+/// groups, and is shown, as that integer; `-0.0` as `0`. Other values are
+/// used as they are (borrowed: no copy for the usual strings and integers).
+fn canonical(v: &Value) -> Cow<'_, Value> {
+    const EXACT: f64 = (1u64 << 53) as f64;
+    match v {
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(x) if x.fract() == 0.0 && x.abs() <= EXACT => Cow::Owned(Value::from(x as i64)),
+            _ => Cow::Borrowed(v),
+        },
+        Value::Array(a) if a.iter().any(|x| matches!(canonical(x), Cow::Owned(_))) => {
+            Cow::Owned(Value::Array(a.iter().map(|x| canonical(x).into_owned()).collect()))
+        }
+        Value::Object(o) if o.values().any(|x| matches!(canonical(x), Cow::Owned(_))) => Cow::Owned(Value::Object(
+            o.iter().map(|(k, x)| (k.clone(), canonical(x).into_owned())).collect(),
+        )),
+        _ => Cow::Borrowed(v),
+    }
 }
 
 /// A finite number, from a JSON number or a string holding one (CSV cells).
@@ -138,6 +162,24 @@ mod tests {
             .unwrap()
             .plan()
             .unwrap()
+    }
+
+    #[test]
+    fn equal_numbers_make_one_group() {
+        let p = plan(r#"{"time_field": "t", "group_by": ["g", "h"], "metrics": [{"op": "count"}]}"#);
+        let key = |doc: &str| String::from_utf8(extract(&p, doc.as_bytes()).unwrap().key).unwrap();
+        for doc in [
+            r#"{"t": 1, "g": 1, "h": "x"}"#,
+            r#"{"t": 1, "g": 1.0, "h": "x"}"#,
+            r#"{"t": 1, "g": 1e0, "h": "x"}"#,
+            r#"{"t": 1, "g": 10e-1, "h": "x"}"#,
+        ] {
+            assert_eq!(key(doc), r#"[1,"x"]"#, "{doc}");
+        }
+        assert_eq!(key(r#"{"t": 1, "g": -0.0, "h": [2.0, {"a": 3.0}]}"#), r#"[0,[2,{"a":3}]]"#);
+        // Not equal numbers, or not numbers: their own groups, as written.
+        assert_eq!(key(r#"{"t": 1, "g": 1.5, "h": "1"}"#), r#"[1.5,"1"]"#);
+        assert_eq!(key(r#"{"t": 1, "g": 1e300, "h": 18446744073709551615}"#), r#"[1e+300,18446744073709551615]"#);
     }
 
     #[test]
