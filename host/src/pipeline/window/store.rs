@@ -6,7 +6,7 @@
 //! running byte count for the `state_memory` bound. Encodes to compact
 //! binary blobs for the checkpoint.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use super::assign::Span;
 
@@ -62,10 +62,14 @@ pub struct Store {
     /// fired, while a record that is not late by its own session's end could
     /// still reach into it (see `remember_fired`).
     fired: HashMap<Vec<u8>, Span>,
+    /// The remembered sessions as they fired (so in end order), oldest
+    /// first: what `remember_fired` forgets from.
+    fired_order: VecDeque<(i64, Vec<u8>)>,
     bytes: usize,
 }
 
-/// What one remembered fired session costs beyond its key.
+/// What one remembered fired session costs beyond its key (twice: in the
+/// map and in the firing order).
 const FIRED_OVERHEAD: usize = 64;
 
 impl Store {
@@ -147,7 +151,7 @@ impl Store {
     /// Recompute the byte count after states were replaced in place (migration).
     pub fn recount(&mut self) {
         self.bytes = self.entries.iter().map(|(k, e)| cost(k, e)).sum::<usize>()
-            + self.fired.keys().map(|k| k.len() + FIRED_OVERHEAD).sum::<usize>();
+            + self.fired.keys().chain(self.fired_order.iter().map(|(_, k)| k)).map(|k| k.len() + FIRED_OVERHEAD).sum::<usize>();
     }
 
     /// The latest-ending fired session of `key` still remembered.
@@ -162,43 +166,46 @@ impl Store {
     /// `end + gap`, so once `end + gap <= closed` (closed: the watermark
     /// less the allowed lateness, which only grows) such a record is late
     /// by its own session's end and the fired one need not be known.
+    /// Sessions fire in end order, so forgetting walks the oldest first and
+    /// stops at the first one still reachable: no pass over every key.
     pub fn remember_fired(&mut self, fired: impl IntoIterator<Item = WinKey>, gap: i64, closed: i64) {
         for k in fired {
             let span = k.span();
             match self.fired.get_mut(&k.key) {
-                Some(s) => {
-                    if span.end > s.end {
-                        *s = span;
-                    }
-                }
+                Some(s) if s.end >= span.end => continue,
+                Some(s) => *s = span,
                 None => {
                     self.bytes += k.key.len() + FIRED_OVERHEAD;
-                    self.fired.insert(k.key, span);
+                    self.fired.insert(k.key.clone(), span);
                 }
             }
+            self.bytes += k.key.len() + FIRED_OVERHEAD;
+            self.fired_order.push_back((span.end, k.key));
         }
-        let bytes = &mut self.bytes;
-        self.fired.retain(|k, s| {
-            let keep = s.end.saturating_add(gap) > closed;
-            if !keep {
-                *bytes -= k.len() + FIRED_OVERHEAD;
+        while let Some((end, _)) = self.fired_order.front() {
+            if end.saturating_add(gap) > closed {
+                break;
             }
-            keep
-        });
+            let (end, key) = self.fired_order.pop_front().expect("front exists");
+            self.bytes -= key.len() + FIRED_OVERHEAD;
+            // A later session of the key may have fired since: it stays.
+            if self.fired.get(&key).is_some_and(|s| s.end == end) {
+                self.fired.remove(&key);
+                self.bytes -= key.len() + FIRED_OVERHEAD;
+            }
+        }
     }
 
-    /// The remembered fired sessions: per key start, end (i64 LE) and the
-    /// key (u32 LE length + bytes), sorted by key (the same bytes for the
-    /// same sessions).
+    /// The remembered fired sessions: start, end (i64 LE) and key (u32 LE
+    /// length + bytes) of each, in the order they fired.
     pub fn encode_fired(&self) -> Vec<u8> {
-        let mut keys: Vec<(&Vec<u8>, &Span)> = self.fired.iter().collect();
-        keys.sort();
         let mut out = Vec::new();
-        for (k, s) in keys {
+        for (end, key) in &self.fired_order {
+            let Some(s) = self.fired.get(key).filter(|s| s.end == *end) else { continue };
             out.extend_from_slice(&s.start.to_le_bytes());
             out.extend_from_slice(&s.end.to_le_bytes());
-            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            out.extend_from_slice(k);
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
         }
         out
     }
@@ -337,13 +344,14 @@ mod tests {
     #[test]
     fn fired_sessions_are_remembered_counted_encoded_and_forgotten() {
         let mut s = Store::default();
-        s.remember_fired([k(0, 30, "a"), k(40, 70, "a"), k(10, 20, "b")], 30, 50);
+        s.remember_fired([k(10, 20, "b"), k(0, 30, "a"), k(40, 70, "a")], 30, 50);
         assert_eq!(s.fired_of(b"a"), Some(Span { start: 40, end: 70 }), "the latest-ending one");
         assert_eq!(s.fired_of(b"b"), None, "20 + 30 <= 50: nothing can reach it");
         assert!(s.bytes() > 0);
         let mut d = Store::default();
         d.decode_fired(&s.encode_fired()).unwrap();
-        assert_eq!((d.fired_of(b"a"), d.bytes()), (s.fired_of(b"a"), s.bytes()));
+        assert_eq!((d.fired_of(b"a"), d.fired_of(b"b")), (s.fired_of(b"a"), None));
+        assert_eq!(d.encode_fired(), s.encode_fired(), "the superseded (0, 30) of a is not written");
         assert!(d.decode_fired(&s.encode_fired()[..9]).is_err());
         s.remember_fired([], 30, 100);
         assert_eq!((s.fired_of(b"a"), s.bytes()), (None, 0));
