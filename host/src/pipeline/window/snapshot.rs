@@ -1,6 +1,7 @@
 //! An aggregate stage's part of the checkpoint: its open windows (one
-//! binary blob, base64), watermarks per partition and of the stage, the
-//! keyed state, and the plugin's `state-version`. Restoring with a plugin
+//! binary blob, base64), for session windows the fired sessions a record
+//! could still reach (another), watermarks per partition and of the stage,
+//! the keyed state, and the plugin's `state-version`. Restoring with a plugin
 //! of a higher state-version migrates every accumulator once, through the
 //! plugin's `migrate`; a failure stops the start with nothing written.
 //!
