@@ -113,12 +113,22 @@ fn canonical(v: &Value) -> Cow<'_, Value> {
             Some(x) if x.fract() == 0.0 && x.abs() <= EXACT => Cow::Owned(Value::from(x as i64)),
             _ => Cow::Borrowed(v),
         },
-        Value::Array(a) if a.iter().any(|x| matches!(canonical(x), Cow::Owned(_))) => {
-            Cow::Owned(Value::Array(a.iter().map(|x| canonical(x).into_owned()).collect()))
+        // Each element is looked at once (testing first and rebuilding
+        // after would look at a level-d element 2^d times).
+        Value::Array(a) => {
+            let items: Vec<Cow<'_, Value>> = a.iter().map(canonical).collect();
+            if items.iter().all(|c| matches!(c, Cow::Borrowed(_))) {
+                return Cow::Borrowed(v);
+            }
+            Cow::Owned(Value::Array(items.into_iter().map(Cow::into_owned).collect()))
         }
-        Value::Object(o) if o.values().any(|x| matches!(canonical(x), Cow::Owned(_))) => Cow::Owned(Value::Object(
-            o.iter().map(|(k, x)| (k.clone(), canonical(x).into_owned())).collect(),
-        )),
+        Value::Object(o) => {
+            let items: Vec<Cow<'_, Value>> = o.values().map(canonical).collect();
+            if items.iter().all(|c| matches!(c, Cow::Borrowed(_))) {
+                return Cow::Borrowed(v);
+            }
+            Cow::Owned(Value::Object(o.keys().cloned().zip(items.into_iter().map(Cow::into_owned)).collect()))
+        }
         _ => Cow::Borrowed(v),
     }
 }
